@@ -1,0 +1,50 @@
+"""The defense contract.
+
+A defense sees the model: it may transform the request (prompt, system prompt, image), hook
+activations around generation (context managers that always remove their hooks), and/or filter or
+re-generate the output. The runner only ever calls :meth:`Defense.generate`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from harness.models.adapter import VLMAdapter
+    from harness.records import ModelOutput, Request
+
+
+class Defense:
+    """Base class: the undefended pass-through. Subclasses override what they change."""
+
+    name: ClassVar[str] = "none"
+    default_params: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, **params: Any):
+        unknown = set(params) - set(self.default_params)
+        if unknown:
+            raise ValueError(
+                f"defense {self.name!r} has no parameter(s) {sorted(unknown)}; "
+                f"known: {sorted(self.default_params) or 'none'}"
+            )
+        self.params: dict[str, Any] = {**self.default_params, **params}
+
+    def artifact_hashes(self) -> dict[str, str]:
+        """sha256 of every calibration artifact the defense loads (none for prompt defenses)."""
+        return {}
+
+    def fingerprint(self) -> dict[str, Any]:
+        """Everything about the defense that changes model output: part of the cache key."""
+        return {"name": self.name, "params": self.params, "artifacts": self.artifact_hashes()}
+
+    def transform(self, request: "Request") -> "Request":
+        return request
+
+    def generate(self, adapter: "VLMAdapter", requests: list["Request"]) -> list["ModelOutput"]:
+        return adapter.generate([self.transform(request) for request in requests])
+
+
+def with_fields(request: "Request", **changes: Any) -> "Request":
+    """A copy of a request with some fields replaced (requests are never mutated in place)."""
+    return dataclasses.replace(request, **changes)

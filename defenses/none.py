@@ -1,0 +1,9 @@
+"""``none``: the undefended baseline row of every comparison. Requests reach the model unchanged."""
+
+from __future__ import annotations
+
+from defenses.base import Defense
+
+
+class NoDefense(Defense):
+    name = "none"

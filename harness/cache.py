@@ -1,0 +1,103 @@
+"""The generation cache: SQLite in WAL mode, one row per generation, keyed by everything that changes
+the output.
+
+Key = sha256 of canonical JSON over: cache schema version, model fingerprint (id, revision or weight
+hash, dtype) and device, defense fingerprint (name, params, sha256 of calibration artifacts), task name
+and version, system prompt, user prompt, image content sha256, and generation settings. Two requests
+that differ in any of these never share a row; identical ones always do, so a finished evaluation is
+answered entirely from here without loading the model.
+
+Only successful greedy generations are stored: a failure is recorded in the run's outputs and retried
+by the next run. Each batch is committed as soon as it is generated, so a crash or kill loses no
+finished generation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from harness import CACHE_SCHEMA_VERSION
+from harness.records import Generation, GenerationSettings
+
+
+def canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def generation_key(
+    *,
+    model_fingerprint: Mapping[str, Any],
+    defense_fingerprint: Mapping[str, Any],
+    task: str,
+    task_version: str,
+    prompt: str,
+    system: str | None,
+    image_sha256: str | None,
+    settings: GenerationSettings,
+) -> str:
+    payload = {
+        "schema": CACHE_SCHEMA_VERSION,
+        "model": dict(model_fingerprint),
+        "defense": dict(defense_fingerprint),
+        "task": task,
+        "task_version": task_version,
+        "prompt": prompt,
+        "system": system,
+        "image_sha256": image_sha256,
+        "settings": settings.to_dict(),
+    }
+    return hashlib.sha256(canonical_json(payload).encode("utf-8")).hexdigest()
+
+
+class GenerationCache:
+    """A crash-safe key -> Generation store. Safe for several processes (SQLite locking + WAL)."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, timeout=60)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")  # durable at checkpoints; WAL keeps it consistent
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS generations ("
+            " key TEXT PRIMARY KEY, record TEXT NOT NULL, created_at TEXT NOT NULL)"
+        )
+        self._db.commit()
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, Generation]:
+        keys = list(dict.fromkeys(keys))
+        found: dict[str, Generation] = {}
+        for start in range(0, len(keys), 500):  # stay below SQLite's bound-parameter limit
+            chunk = keys[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            for key, record in self._db.execute(f"SELECT key, record FROM generations WHERE key IN ({marks})", chunk):
+                generation = Generation.from_dict(json.loads(record))
+                generation.from_cache = True
+                found[key] = generation
+        return found
+
+    def put_many(self, generations: Iterable[Generation]) -> int:
+        rows = [
+            (g.key, canonical_json({**g.to_dict(), "from_cache": False}), g.created_at)
+            for g in generations
+            if g.ok
+        ]
+        with self._db:  # one transaction per batch: all or nothing
+            self._db.executemany("INSERT OR REPLACE INTO generations (key, record, created_at) VALUES (?, ?, ?)", rows)
+        return len(rows)
+
+    def __len__(self) -> int:
+        return self._db.execute("SELECT COUNT(*) FROM generations").fetchone()[0]
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> "GenerationCache":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

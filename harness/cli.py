@@ -1,0 +1,168 @@
+"""Command line: ``harness list|eval|report|build``.
+
+Imports are deferred into each command so that ``harness --help`` and ``harness list`` stay instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+OFFLINE_SUITE = ("figstep-tiny", "xstest", "easyvqa")
+DEFAULT_MODEL = "smol-llava"
+DEFAULT_DEFENSE = "none"
+
+
+def parse_limit(text: str) -> int | str | None:
+    """'all' -> every sample; '' or 'default' -> each task's documented default; N -> first N."""
+    text = text.strip().lower()
+    if text in ("", "default"):
+        return None
+    if text == "all":
+        return "all"
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--limit takes a whole number, 'all' or 'default', not {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("--limit must be at least 1")
+    return value
+
+
+def parse_params(pairs: Sequence[str]) -> dict[str, Any]:
+    """key=value pairs; values are parsed as YAML scalars (numbers, booleans, lists) when possible."""
+    import yaml
+
+    params: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"error: --defense-arg expects key=value, got {pair!r}")
+        params[key] = yaml.safe_load(value)
+    return params
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="harness",
+        description="Evaluate inference-time safety defenses of multimodal LLMs.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    listing = commands.add_parser("list", help="print registered names, one per line")
+    listing.add_argument("kind", choices=["models", "tasks", "defenses", "judges"])
+
+    run = commands.add_parser("eval", help="run a model under a defense on tasks, then write the report")
+    run.add_argument("--model", default=DEFAULT_MODEL, help=f"registered name, HF id or local folder (default {DEFAULT_MODEL})")
+    run.add_argument("--defense", default=DEFAULT_DEFENSE, help=f"registered defense (default {DEFAULT_DEFENSE})")
+    run.add_argument("--defense-arg", action="append", default=[], metavar="KEY=VALUE", help="defense parameter (repeatable)")
+    run.add_argument("--tasks", default=",".join(OFFLINE_SUITE), help="comma-separated task names (default: the offline suite)")
+    run.add_argument("--limit", type=parse_limit, default=None, help="N, 'all', or 'default' (each task's documented subset)")
+    run.add_argument("--dtype", default="float32", choices=["auto", "float32", "bfloat16", "float16"])
+    run.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, auto")
+    run.add_argument("--batch-size", type=int, default=None, help="override every task's batch size")
+    run.add_argument("--max-new-tokens", type=int, default=None, help="override every task's generation length")
+    run.add_argument("--judge", default=None, help="override every task's default judge")
+    run.add_argument("--results-dir", type=Path, default=None)
+    run.add_argument("--reports-dir", type=Path, default=None)
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    report = commands.add_parser("report", help="re-render reports/latest.{html,tex} from stored results")
+    report.add_argument("--results-dir", type=Path, default=None)
+    report.add_argument("--reports-dir", type=Path, default=None)
+
+    build = commands.add_parser("build", help="build an offline model (smol-llava) into the local cache")
+    build.add_argument("name", choices=["smol-llava"])
+    build.add_argument("--force", action="store_true", help="rebuild even if present")
+    return parser
+
+
+def command_list(kind: str) -> int:
+    from harness import registries
+
+    registry = registries.REGISTRIES[kind]()
+    width = max((len(entry.name) for entry in registry), default=0)
+    for entry in registry:
+        aliases = f" (aliases: {', '.join(entry.aliases)})" if entry.aliases else ""
+        print(f"{entry.name:<{width}}  {entry.help}{aliases}".rstrip())
+    return 0
+
+
+def format_value(row: Any) -> str:
+    interval = f" [{row.ci_low:.1f}, {row.ci_high:.1f}]" if row.ci_low is not None else ""
+    return f"{row.value:.1f}{interval} (n={row.n})"
+
+
+def command_eval(args: argparse.Namespace) -> int:
+    from harness.registry import UnknownNameError
+    from harness.runner import EvalConfig, run_eval
+
+    config = EvalConfig(
+        model=args.model,
+        defense=args.defense,
+        defense_params=parse_params(args.defense_arg),
+        tasks=[name.strip() for name in args.tasks.split(",") if name.strip()],
+        limit=args.limit,
+        dtype=args.dtype,
+        device=args.device,
+        batch_size=args.batch_size,
+        max_new_tokens=args.max_new_tokens,
+        judge=args.judge,
+        results_dir=args.results_dir,
+        reports_dir=args.reports_dir,
+        progress=not args.no_progress,
+    )
+    try:
+        result = run_eval(config)
+    except (UnknownNameError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    info = result.info
+    print(f"\nrun {info.run_id}: {info.counts}  model loaded: {'yes' if info.model_loaded else 'no (all cached)'}")
+    for row in result.metrics:
+        if row.subset in ("all", "harmful", "benign") and row.metric != "undecided":
+            print(f"  {row.task:<18} {row.metric:<22} {format_value(row)}")
+    for task, error in info.settings.get("task_errors", {}).items():
+        print(f"  {task:<18} NOT RUN: {error}")
+    return 1 if info.settings.get("task_errors") else 0
+
+
+def command_report(args: argparse.Namespace) -> int:
+    from harness.paths import reports_dir, results_dir
+    from harness.runner import write_reports
+
+    html, tex = write_reports(args.results_dir or results_dir(), args.reports_dir or reports_dir())
+    print(html)
+    print(tex)
+    return 0
+
+
+def command_build(args: argparse.Namespace) -> int:
+    from harness.models.smol_llava import build_smol_llava
+
+    print(build_smol_llava(force=args.force))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    if args.command == "list":
+        return command_list(args.kind)
+    if args.command == "eval":
+        return command_eval(args)
+    if args.command == "report":
+        return command_report(args)
+    return command_build(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Models: a catalog of specs (pure data) and one adapter over the Hugging Face VLM classes."""

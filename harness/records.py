@@ -1,0 +1,200 @@
+"""Typed records for every arrow of the pipeline.
+
+TaskSpec -> Sample -> Request -> Generation (cached) -> Judgement -> MetricRow -> Report
+
+Every record is a plain dataclass that round-trips through JSON (``to_dict`` / ``from_dict``), so each
+stage can be re-run from the previous stage's stored output.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, TypeVar
+
+R = TypeVar("R")
+
+
+class JsonRecord:
+    """Mixin: dataclass <-> JSON-able dict, ignoring unknown keys (forward compatible)."""
+
+    # field name -> record type, for fields holding a nested record
+    _nested: ClassVar[dict[str, type]] = {}
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls: type[R], data: dict[str, Any]) -> R:
+        names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        kwargs = {k: v for k, v in data.items() if k in names}
+        for name, record_type in cls._nested.items():  # type: ignore[attr-defined]
+            if isinstance(kwargs.get(name), dict):
+                kwargs[name] = record_type.from_dict(kwargs[name])
+        return cls(**kwargs)
+
+
+@dataclass
+class GenerationSettings(JsonRecord):
+    """Decoding settings. Greedy only: sampled outputs are not reproducible and are never cached."""
+
+    max_new_tokens: int = 64
+    batch_size: int = 1
+
+
+@dataclass
+class TaskSpec(JsonRecord):
+    """A task, as declared in ``tasks/<name>.yaml``: data, not code.
+
+    ``loader`` and ``metric`` are lazy ``"module:function"`` targets; ``judge`` names a registered judge
+    (or is None for tasks scored against references). Nothing in the harness dispatches on ``name``.
+    """
+
+    name: str
+    version: str
+    loader: str
+    metric: str
+    description: str = ""
+    aliases: list[str] = field(default_factory=list)
+    loader_args: dict[str, Any] = field(default_factory=dict)
+    judge: str | None = None
+    generation: GenerationSettings = field(default_factory=GenerationSettings)
+    # Default sample count when the user gives no --limit (a seeded, stratified prefix); None = all.
+    default_limit: int | None = None
+    # Sample field used to balance any prefix of the seeded order (e.g. "harmful", "category").
+    stratify_by: str | None = None
+    seed: int = 0
+    citation: str = ""
+    license: str = ""
+
+    _nested: ClassVar[dict[str, type]] = {"generation": GenerationSettings}
+
+
+
+@dataclass
+class Sample(JsonRecord):
+    """One benchmark item, ready to prompt.
+
+    ``harmful`` is True for prompts that should be refused (ASR), False for benign prompts
+    (over-refusal), None for utility items. ``image`` is a local file path (loaders materialise
+    dataset images to files so that their bytes can be hashed and re-read).
+    """
+
+    task: str
+    id: str
+    prompt: str
+    image: str | None = None
+    harmful: bool | None = None
+    answer: str | None = None
+    category: str | None = None
+    group: str | None = None  # items scored together (MME image pair, MMBench circular group)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Request(JsonRecord):
+    """What the model is asked, before any defense acts on it; ``key`` is the generation cache key."""
+
+    task: str
+    sample_id: str
+    prompt: str
+    image: str | None
+    image_sha256: str | None
+    system: str | None
+    settings: GenerationSettings
+    key: str = ""
+
+    _nested: ClassVar[dict[str, type]] = {"settings": GenerationSettings}
+
+
+
+@dataclass
+class ModelOutput(JsonRecord):
+    """What a model adapter returns for one request: text, token counts, wall-clock split."""
+
+    text: str
+    input_tokens: int
+    output_tokens: int
+    prefill_s: float  # time to first token
+    decode_s: float  # the rest of generation
+    batch_size: int = 1
+    meta: dict[str, Any] = field(default_factory=dict)  # defense extras (risk score, gate, ...)
+
+    @property
+    def total_s(self) -> float:
+        return self.prefill_s + self.decode_s
+
+
+@dataclass
+class Generation(JsonRecord):
+    """A cached model answer for one request under one defense (or the error that prevented it)."""
+
+    key: str
+    task: str
+    sample_id: str
+    model: str
+    defense: str
+    text: str | None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    prefill_s: float = 0.0
+    decode_s: float = 0.0
+    batch_size: int = 1
+    error: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+    created_at: str = ""
+    from_cache: bool = False  # set when read back; cached rows keep their original timings
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.text is not None
+
+    @property
+    def total_s(self) -> float:
+        return self.prefill_s + self.decode_s
+
+
+@dataclass
+class Judgement(JsonRecord):
+    """A judge's verdict on one generation. ``refused`` is None when the judge could not decide."""
+
+    key: str  # the generation key
+    task: str
+    sample_id: str
+    judge: str
+    refused: bool | None
+    label: str = ""
+    score: float | None = None
+    detail: str = ""
+
+
+@dataclass
+class MetricValue(JsonRecord):
+    """A task metric before it is tied to a (model, defense): what metric functions return."""
+
+    metric: str  # e.g. "asr", "refusal_rate", "accuracy", "mme_perception"
+    value: float
+    n: int
+    ci_low: float | None = None
+    ci_high: float | None = None
+    subset: str = "all"  # "all", a category name, "harmful", "benign", ...
+    higher_is_better: bool = True
+
+
+@dataclass
+class MetricRow(JsonRecord):
+    """One tidy result row: the unit of reports and comparisons."""
+
+    run_id: str
+    model: str
+    defense: str
+    task: str
+    task_version: str
+    metric: str
+    value: float
+    n: int
+    ci_low: float | None = None
+    ci_high: float | None = None
+    subset: str = "all"
+    higher_is_better: bool = True
+    judge: str | None = None

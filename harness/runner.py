@@ -1,0 +1,468 @@
+"""The runner: (model x defense x tasks) -> stored run + report.
+
+Stages, each from the previous stage's output:
+  TaskSpec --loader--> Sample --build_requests--> Request --defense+model (cached)--> Generation
+  --judge--> Judgement --metric--> MetricRow --render--> report
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+import platform
+import random
+import subprocess
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+from harness import __version__
+from harness import registries
+from harness.cache import GenerationCache, generation_key
+from harness.images import BadImageError, check_image
+from harness.paths import PROJECT_ROOT, reports_dir, results_dir
+from harness.records import (
+    Generation,
+    GenerationSettings,
+    Judgement,
+    MetricRow,
+    Request,
+    Sample,
+    TaskSpec,
+)
+from harness.registry import import_target
+from harness.store import RunInfo, RunResult, latest_runs, save_run
+
+log = logging.getLogger("harness.runner")
+
+ALL = "all"
+
+
+@dataclass
+class EvalConfig:
+    """One evaluation: a model under one defense on some tasks.
+
+    ``limit``: None uses each task's documented default subset; ``"all"`` runs every sample; an int N
+    takes the first N samples of the task's seeded, stratified order.
+    """
+
+    model: str
+    tasks: list[str]
+    defense: str = "none"
+    defense_params: dict[str, Any] = field(default_factory=dict)
+    limit: int | str | None = None
+    dtype: str = "float32"
+    device: str = "cpu"
+    batch_size: int | None = None  # overrides every task's generation.batch_size
+    max_new_tokens: int | None = None  # overrides every task's generation.max_new_tokens
+    judge: str | None = None  # overrides every task's default judge
+    results_dir: Path | None = None
+    reports_dir: Path | None = None
+    run_id: str | None = None
+    progress: bool = True
+    write_report: bool = True
+
+
+def now_utc() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+# --------------------------------------------------------------------------- samples
+
+
+def stratified_order(samples: Sequence[Sample], seed: int, stratify_by: str | None) -> list[Sample]:
+    """A seeded order in which every prefix is balanced across strata (round-robin over shuffled strata).
+
+    Without ``stratify_by`` the loader's order is kept, so ``--limit N`` means "the first N items".
+    """
+    if not stratify_by:
+        return list(samples)
+    rng = random.Random(seed)
+    strata: dict[str, list[Sample]] = defaultdict(list)
+    for sample in samples:
+        strata[str(getattr(sample, stratify_by))].append(sample)
+    queues = []
+    for name in sorted(strata):
+        members = strata[name][:]
+        rng.shuffle(members)
+        queues.append(members)
+    ordered: list[Sample] = []
+    while any(queues):
+        for queue in queues:
+            if queue:
+                ordered.append(queue.pop(0))
+    return ordered
+
+
+def select_samples(spec: TaskSpec, samples: Sequence[Sample], limit: int | str | None) -> list[Sample]:
+    ordered = stratified_order(samples, spec.seed, spec.stratify_by)
+    if limit is None:
+        limit = spec.default_limit
+    if limit is None or limit == ALL:
+        return ordered
+    return ordered[: int(limit)]
+
+
+def load_samples(spec: TaskSpec) -> list[Sample]:
+    loader: Callable[..., list[Sample]] = import_target(spec.loader)
+    samples = loader(spec.name, **spec.loader_args)
+    ids = [sample.id for sample in samples]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"task {spec.name!r}: loader returned duplicate sample ids")
+    return samples
+
+
+# --------------------------------------------------------------------------- requests
+
+
+@dataclass
+class Planned:
+    """A sample with its request, or the input error that stops it before the model."""
+
+    sample: Sample
+    request: Request
+    error: str | None = None
+
+
+def build_requests(
+    spec: TaskSpec,
+    samples: Sequence[Sample],
+    settings: GenerationSettings,
+    model_fingerprint: dict[str, Any],
+    defense_fingerprint: dict[str, Any],
+) -> list[Planned]:
+    planned = []
+    for sample in samples:
+        error, image_sha = None, None
+        if sample.image is not None:
+            try:
+                image_sha = check_image(sample.image)
+            except BadImageError as exc:
+                error = str(exc)
+        request = Request(
+            task=spec.name,
+            sample_id=sample.id,
+            prompt=sample.prompt,
+            image=sample.image,
+            image_sha256=image_sha,
+            system=None,
+            settings=settings,
+        )
+        request.key = generation_key(
+            model_fingerprint=model_fingerprint,
+            defense_fingerprint=defense_fingerprint,
+            task=spec.name,
+            task_version=spec.version,
+            prompt=request.prompt,
+            system=request.system,
+            image_sha256=image_sha,
+            settings=settings,
+        )
+        planned.append(Planned(sample, request, error))
+    return planned
+
+
+def effective_settings(spec: TaskSpec, config: EvalConfig) -> GenerationSettings:
+    return GenerationSettings(
+        max_new_tokens=config.max_new_tokens or spec.generation.max_new_tokens,
+        batch_size=config.batch_size or spec.generation.batch_size,
+    )
+
+
+# --------------------------------------------------------------------------- generation
+
+
+def batches(planned: Sequence[Planned]) -> Iterator[list[Planned]]:
+    """Chunks of pending work sharing task, settings and image-ness (so a batch is homogeneous)."""
+    groups: dict[tuple[str, int, int, bool], list[Planned]] = defaultdict(list)
+    for item in planned:
+        settings = item.request.settings
+        groups[(item.request.task, settings.max_new_tokens, settings.batch_size, item.request.image is None)].append(item)
+    for (_, _, batch_size, _), items in groups.items():
+        for start in range(0, len(items), batch_size):
+            yield items[start : start + batch_size]
+
+
+def generate_batch(defense: Any, adapter: Any, batch: list[Planned], model: str, defense_name: str) -> list[Generation]:
+    """Generate one batch; on failure retry its members one by one so one bad sample fails alone."""
+    try:
+        outputs = defense.generate(adapter, [item.request for item in batch])
+        if len(outputs) != len(batch):
+            raise RuntimeError(f"defense returned {len(outputs)} outputs for {len(batch)} requests")
+    except Exception as exc:  # noqa: BLE001 - a sample's failure must not stop the run
+        if len(batch) > 1:
+            log.warning("batch of %d failed (%s); retrying one by one", len(batch), exc)
+            return [g for item in batch for g in generate_batch(defense, adapter, [item], model, defense_name)]
+        log.error("sample %s/%s failed: %s", batch[0].request.task, batch[0].request.sample_id, exc)
+        return [error_generation(batch[0], model, defense_name, f"{type(exc).__name__}: {exc}")]
+    created = now_utc()
+    return [
+        Generation(
+            key=item.request.key,
+            task=item.request.task,
+            sample_id=item.request.sample_id,
+            model=model,
+            defense=defense_name,
+            text=output.text,
+            input_tokens=output.input_tokens,
+            output_tokens=output.output_tokens,
+            prefill_s=output.prefill_s,
+            decode_s=output.decode_s,
+            batch_size=output.batch_size,
+            meta=output.meta,
+            created_at=created,
+        )
+        for item, output in zip(batch, outputs)
+    ]
+
+
+def error_generation(item: Planned, model: str, defense_name: str, error: str) -> Generation:
+    return Generation(
+        key=item.request.key,
+        task=item.request.task,
+        sample_id=item.request.sample_id,
+        model=model,
+        defense=defense_name,
+        text=None,
+        error=error,
+        created_at=now_utc(),
+    )
+
+
+def progress_bar(total: int, enabled: bool, description: str) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(total=total, disable=not enabled, desc=description, unit="sample", dynamic_ncols=True)
+
+
+# --------------------------------------------------------------------------- judging and metrics
+
+
+def judge_generations(
+    judge: Any, samples: Sequence[Sample], generations: dict[str, Generation]
+) -> dict[str, Judgement]:
+    by_id = {}
+    for sample in samples:
+        generation = generations.get(sample.id)
+        if generation is not None and generation.ok:
+            by_id[sample.id] = judge.judge(sample, generation)
+    return by_id
+
+
+def metric_rows(
+    run_id: str,
+    model: str,
+    defense: str,
+    spec: TaskSpec,
+    samples: Sequence[Sample],
+    generations: dict[str, Generation],
+    judgements: dict[str, Judgement],
+    judge_name: str | None,
+) -> list[MetricRow]:
+    metric = import_target(spec.metric)
+    ok = {sid: g for sid, g in generations.items() if g.ok}
+    values = metric(samples, ok, judgements)
+    return [
+        MetricRow(
+            run_id=run_id,
+            model=model,
+            defense=defense,
+            task=spec.name,
+            task_version=spec.version,
+            metric=value.metric,
+            value=value.value,
+            n=value.n,
+            ci_low=value.ci_low,
+            ci_high=value.ci_high,
+            subset=value.subset,
+            higher_is_better=value.higher_is_better,
+            judge=judge_name,
+        )
+        for value in values
+    ]
+
+
+# --------------------------------------------------------------------------- provenance
+
+
+def provenance() -> dict[str, Any]:
+    import importlib.metadata as metadata
+
+    versions = {}
+    for package in ("torch", "transformers", "datasets", "tokenizers", "pillow", "jinja2"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=5, check=False
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    return {
+        "harness": __version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "packages": versions,
+        "git_commit": commit or None,
+    }
+
+
+def make_run_id(config: EvalConfig) -> str:
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+    digest = hashlib.sha256(f"{config.model}|{config.defense}|{','.join(config.tasks)}".encode()).hexdigest()[:6]
+    safe_model = config.model.replace("/", "_")
+    return f"{stamp}-{safe_model}-{config.defense}-{digest}"
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def run_eval(config: EvalConfig) -> RunResult:
+    from harness.models.catalog import resolve_model
+
+    started = now_utc()
+    out_root = config.results_dir or results_dir()
+    run_id = config.run_id or make_run_id(config)
+
+    model_spec = resolve_model(registries.models(), config.model)
+    defense_name = registries.defenses().canonical(config.defense)
+    defense = registries.defenses().get(defense_name)(**config.defense_params)
+    task_specs = [registries.tasks().get(name) for name in config.tasks]
+
+    model_fingerprint = {**import_target(model_spec.fingerprinter)(model_spec, config.dtype), "device": config.device}
+    defense_fingerprint = defense.fingerprint()
+    log.info("model %s (%s), defense %s, tasks %s", model_spec.name, model_spec.source, defense_name, config.tasks)
+
+    # Samples and requests for every task, before any model work.
+    plans: dict[str, list[Planned]] = {}
+    task_samples: dict[str, list[Sample]] = {}
+    task_errors: dict[str, str] = {}
+    for spec in task_specs:
+        try:
+            samples = select_samples(spec, load_samples(spec), config.limit)
+        except Exception as exc:  # noqa: BLE001 - one unavailable task must not sink the others
+            log.error("task %s could not be loaded: %s", spec.name, exc)
+            task_errors[spec.name] = f"{type(exc).__name__}: {exc}"
+            continue
+        task_samples[spec.name] = samples
+        plans[spec.name] = build_requests(
+            spec, samples, effective_settings(spec, config), model_fingerprint, defense_fingerprint
+        )
+        log.info("task %s v%s: %d samples", spec.name, spec.version, len(samples))
+
+    cache_path = out_root / "cache" / "generations.sqlite"
+    generations: dict[str, dict[str, Generation]] = defaultdict(dict)
+    model_loaded = False
+    counts = {"samples": 0, "cache_hits": 0, "generated": 0, "errors": 0}
+    with GenerationCache(cache_path) as cache:
+        all_planned = [item for planned in plans.values() for item in planned]
+        counts["samples"] = len(all_planned)
+        cached = cache.get_many(item.request.key for item in all_planned if item.error is None)
+        pending = []
+        for item in all_planned:
+            if item.error is not None:
+                generations[item.request.task][item.sample.id] = error_generation(
+                    item, model_spec.name, defense_name, item.error
+                )
+            elif item.request.key in cached:
+                hit = cached[item.request.key]
+                hit.model, hit.defense = model_spec.name, defense_name
+                generations[item.request.task][item.sample.id] = hit
+            else:
+                pending.append(item)
+        counts["cache_hits"] = len(cached)
+        log.info("%d from cache, %d to generate, %d input errors", len(cached), len(pending), sum(1 for i in all_planned if i.error))
+
+        if pending:
+            builder = import_target(model_spec.builder)
+            log.info("loading model %s (dtype %s, device %s)", model_spec.name, config.dtype, config.device)
+            load_start = time.perf_counter()
+            adapter = builder(model_spec, dtype=config.dtype, device=config.device)
+            model_loaded = True
+            log.info("model loaded in %.1f s", time.perf_counter() - load_start)
+            with progress_bar(len(pending), config.progress, f"{model_spec.name}/{defense_name}") as bar:
+                for batch in batches(pending):
+                    produced = generate_batch(defense, adapter, batch, model_spec.name, defense_name)
+                    cache.put_many(produced)  # committed now: a crash loses nothing finished
+                    for generation in produced:
+                        generations[generation.task][generation.sample_id] = generation
+                        counts["generated"] += int(generation.ok)
+                    bar.update(len(batch))
+        else:
+            log.info("every generation found in cache: model not loaded")
+    counts["errors"] = sum(1 for per_task in generations.values() for g in per_task.values() if not g.ok)
+
+    # Judge and score.
+    all_judgements: list[Judgement] = []
+    all_metrics: list[MetricRow] = []
+    judge_fingerprints: dict[str, dict[str, Any]] = {}
+    judge_cache: dict[str, Any] = {}
+    for spec in task_specs:
+        if spec.name not in task_samples:
+            continue
+        samples = task_samples[spec.name]
+        judge_name = config.judge or spec.judge
+        judgements: dict[str, Judgement] = {}
+        if judge_name:
+            judge_name = registries.judges().canonical(judge_name)
+            if judge_name not in judge_cache:
+                judge_cache[judge_name] = registries.judges().get(judge_name)()
+            judge = judge_cache[judge_name]
+            judge_fingerprints[spec.name] = judge.fingerprint()
+            judgements = judge_generations(judge, samples, generations[spec.name])
+            all_judgements.extend(judgements.values())
+        all_metrics.extend(
+            metric_rows(run_id, model_spec.name, defense_name, spec, samples, generations[spec.name], judgements, judge_name)
+        )
+
+    info = RunInfo(
+        run_id=run_id,
+        model=model_spec.name,
+        defense=defense_name,
+        tasks={spec.name: spec.version for spec in task_specs if spec.name in task_samples},
+        model_fingerprint=model_fingerprint,
+        defense_fingerprint=defense_fingerprint,
+        judges=judge_fingerprints,
+        settings={
+            "limit": config.limit,
+            "dtype": config.dtype,
+            "device": config.device,
+            "generation": {name: plans[name][0].request.settings.to_dict() for name in plans if plans[name]},
+            "task_errors": task_errors,
+        },
+        counts=counts,
+        model_loaded=model_loaded,
+        started_at=started,
+        finished_at=now_utc(),
+        provenance=provenance(),
+    )
+    ordered_samples = [s for spec in task_specs for s in task_samples.get(spec.name, [])]
+    ordered_generations = [generations[s.task][s.id] for s in ordered_samples if s.id in generations[s.task]]
+    run_dir = out_root / "runs" / run_id
+    save_run(run_dir, info, ordered_samples, ordered_generations, all_judgements, all_metrics)
+    log.info("run stored in %s", run_dir)
+
+    result = RunResult(run_dir, info, ordered_samples, ordered_generations, all_judgements, all_metrics)
+    if config.write_report:
+        write_reports(out_root, config.reports_dir or reports_dir(), run_id)
+    return result
+
+
+def write_reports(results_root: Path, out_dir: Path, run_id: str | None = None) -> tuple[Path, Path]:
+    """Render the comparison report over the newest stored run per (model, defense, task)."""
+    import shutil
+
+    from harness.report import render_report
+
+    runs = latest_runs(results_root)
+    html, tex = render_report(runs, out_dir, "latest")
+    if run_id:
+        shutil.copyfile(html, out_dir / f"{run_id}.html")
+        shutil.copyfile(tex, out_dir / f"{run_id}.tex")
+    log.info("report written to %s and %s", html, tex)
+    return html, tex

@@ -1,0 +1,28 @@
+"""Task registry: every ``tasks/*.yaml`` is one TaskSpec (data); loaders and metrics are small pure
+functions in the modules of this package, referenced from the YAML as lazy ``module:function`` targets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from harness.records import TaskSpec
+from harness.registry import Registry
+
+TASKS_DIR = Path(__file__).resolve().parent
+DATA_DIR = TASKS_DIR / "data"
+
+
+def load_spec(path: Path) -> TaskSpec:
+    with open(path, encoding="utf-8") as handle:
+        raw = yaml.safe_load(handle)
+    if not isinstance(raw, dict) or "name" not in raw:
+        raise ValueError(f"{path}: a task file must be a mapping with at least 'name'")
+    return TaskSpec.from_dict(raw)
+
+
+def register_tasks(registry: Registry[TaskSpec]) -> None:
+    for path in sorted(TASKS_DIR.glob("*.yaml")):
+        spec = load_spec(path)
+        registry.register(spec.name, spec, aliases=spec.aliases, help=spec.description)
