@@ -1,0 +1,55 @@
+import subprocess
+import sys
+
+import pytest
+
+from harness.cli import main, parse_limit
+
+ROOT = __import__("pathlib").Path(__file__).resolve().parent.parent
+
+
+def run_python(code):
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("kind", ["models", "tasks", "defenses", "judges"])
+def test_list_prints_names_without_importing_torch(kind):
+    code = (
+        "import sys; from harness.cli import main; main(['list', %r]); "
+        "heavy = [m for m in ('torch', 'transformers', 'datasets') if m in sys.modules]; "
+        "print('HEAVY', heavy)" % kind
+    )
+    proc = run_python(code)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    assert lines[-1] == "HEAVY []"
+    names = [line.split()[0] for line in lines[:-1]]
+    expected = {
+        "models": {"smol-llava", "llava-ov", "tiny-random-llava-ov", "tiny-random-qwen2-vl"},
+        "tasks": {"figstep-tiny", "xstest", "easyvqa", "mme", "mmbench"},
+        "defenses": {"none", "self-reminder"},
+        "judges": {"keyword-gcg"},
+    }[kind]
+    assert expected <= set(names)
+
+
+def test_help_is_cheap():
+    proc = run_python(
+        "import sys\nfrom harness.cli import build_parser\nbuild_parser().format_help()\n"
+        "print(sorted(m for m in ('torch','transformers','yaml') if m in sys.modules))"
+    )
+    assert proc.stdout.strip() == "[]", proc.stderr
+
+
+def test_unknown_model_gets_a_did_you_mean(isolated_dirs, capsys):
+    assert main(["eval", "--model", "smol-lava", "--tasks", "xstest", "--limit", "1", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown model 'smol-lava'" in err and "smol-llava" in err
+
+
+def test_limit_parsing():
+    assert parse_limit("all") == "all"
+    assert parse_limit("default") is None
+    assert parse_limit("7") == 7
+    with pytest.raises(Exception):
+        parse_limit("seven")

@@ -1,0 +1,102 @@
+"""The whole pipeline on a tiny random model: cache, resume, bad input, re-run without the model."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import harness.runner as runner
+from harness import registries
+from harness.records import GenerationSettings, TaskSpec
+from harness.runner import EvalConfig, run_eval
+
+TINY = "tiny-random-llava-ov"
+
+
+def spy_on_imports(monkeypatch):
+    imported = []
+    real = runner.import_target
+
+    def spy(target):
+        imported.append(target)
+        return real(target)
+
+    monkeypatch.setattr(runner, "import_target", spy)
+    return imported
+
+
+def register_task(name, loader, **loader_args):
+    tasks = registries.tasks()
+    if name not in tasks:
+        tasks.register(name, TaskSpec(
+            name=name, version="1", loader=loader, loader_args=loader_args,
+            metric="harness.metrics:safety_metrics", judge="keyword-gcg",
+            generation=GenerationSettings(max_new_tokens=4, batch_size=2),
+        ))
+
+
+def test_rerun_is_served_from_cache_without_loading_the_model(isolated_dirs, monkeypatch):
+    results, reports = isolated_dirs
+    config = dict(model=TINY, tasks=["figstep-tiny", "xstest"], limit=2, max_new_tokens=4, progress=False)
+    first = run_eval(EvalConfig(**config))
+    assert first.info.model_loaded
+    assert first.info.counts == {"samples": 4, "cache_hits": 0, "generated": 4, "errors": 0}
+    assert (reports / "latest.html").is_file() and (reports / "latest.tex").is_file()
+    assert (reports / f"{first.info.run_id}.html").is_file()
+
+    imported = spy_on_imports(monkeypatch)
+    second = run_eval(EvalConfig(**config))
+    spec = registries.models().get(TINY)
+    assert spec.builder not in imported  # the model code was never even imported
+    assert not second.info.model_loaded
+    assert second.info.counts["cache_hits"] == 4 and second.info.counts["generated"] == 0
+    assert [g.text for g in second.generations] == [g.text for g in first.generations]
+    assert all(g.from_cache for g in second.generations)
+    assert [(m.metric, m.value) for m in second.metrics] == [(m.metric, m.value) for m in first.metrics]
+    stored = json.loads((second.path / "run.json").read_text())
+    assert stored["model_loaded"] is False
+
+
+def test_changing_the_defense_misses_the_cache(isolated_dirs):
+    config = dict(model=TINY, tasks=["xstest"], limit=2, max_new_tokens=4, progress=False)
+    run_eval(EvalConfig(**config))
+    defended = run_eval(EvalConfig(**config, defense="self-reminder"))
+    assert defended.info.model_loaded and defended.info.counts["cache_hits"] == 0
+
+
+def test_bad_images_fail_alone_and_are_recorded(isolated_dirs, tmp_path):
+    register_task("bad-images", "helpers_tasks:bad_image_samples", directory=str(tmp_path / "imgs"))
+    result = run_eval(EvalConfig(model=TINY, tasks=["bad-images"], limit="all", progress=False))
+    by_id = {g.sample_id: g for g in result.generations}
+    assert by_id["good"].ok
+    assert "cannot decode image" in by_id["corrupt"].error
+    assert "image file not found" in by_id["missing"].error
+    assert result.info.counts["errors"] == 2
+    # the report still renders, with the errors listed
+    html = (isolated_dirs[1] / "latest.html").read_text()
+    assert "image file not found" in html
+
+
+def test_a_kill_mid_run_loses_no_finished_generation(isolated_dirs, monkeypatch):
+    from defenses.none import NoDefense
+
+    register_task("numbers", "helpers_tasks:text_samples", count=8)
+    config = dict(model=TINY, tasks=["numbers"], limit="all", progress=False)
+    calls = {"n": 0}
+    real_generate = NoDefense.generate
+
+    def dies_on_third_batch(self, adapter, requests):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt("simulated kill")  # not an Exception: the runner must not swallow it
+        return real_generate(self, adapter, requests)
+
+    monkeypatch.setattr(NoDefense, "generate", dies_on_third_batch)
+    with pytest.raises(KeyboardInterrupt):
+        run_eval(EvalConfig(**config))
+    monkeypatch.setattr(NoDefense, "generate", real_generate)
+
+    resumed = run_eval(EvalConfig(**config))  # batch size 2: two batches (4 samples) were finished
+    assert resumed.info.counts["cache_hits"] == 4
+    assert resumed.info.counts["generated"] == 4
