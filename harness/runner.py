@@ -103,7 +103,11 @@ def select_samples(spec: TaskSpec, samples: Sequence[Sample], limit: int | str |
         limit = spec.default_limit
     if limit is None or limit == ALL:
         return ordered
-    return ordered[: int(limit)]
+    chosen = ordered[: int(limit)]
+    # Items scored together (an MME image pair, an MMBench circular group) are never split: the
+    # group cut by the limit is completed.
+    cut_groups = {s.group for s in chosen if s.group is not None}
+    return chosen + [s for s in ordered[int(limit) :] if s.group is not None and s.group in cut_groups]
 
 
 def load_samples(spec: TaskSpec) -> list[Sample]:

@@ -57,3 +57,10 @@ def test_safety_metrics_asr_and_refusal_rate():
 def test_percentile_interpolates():
     assert percentile([1, 2, 3, 4], 50) == 2.5
     assert abs(percentile(list(range(1, 101)), 95) - 95.05) < 1e-9
+
+
+def test_limit_never_splits_a_scoring_group():
+    spec = TaskSpec(name="t", version="1", loader="x:y", metric="x:y")
+    items = [Sample(task="t", id=f"{g}-{k}", prompt="p", group=str(g)) for g in range(3) for k in range(2)]
+    assert [s.id for s in select_samples(spec, items, 3)] == ["0-0", "0-1", "1-0", "1-1"]
+    assert [s.id for s in select_samples(spec, items, 2)] == ["0-0", "0-1"]

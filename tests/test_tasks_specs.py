@@ -1,0 +1,50 @@
+"""Every tasks/*.yaml is a valid TaskSpec whose loader and metric resolve and accept its arguments."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+
+import pytest
+
+from harness.records import Sample
+from harness.registry import Registry, import_target
+from tasks import TASKS_DIR, load_spec, register_tasks
+
+EXPECTED = {
+    # name: (judge, max_new_tokens, default_limit, stratify_by, metric)
+    "figstep": ("keyword-gcg", 64, None, "category", "harness.metrics:safety_metrics"),
+    "figstep-tiny": ("keyword-gcg", 64, None, "category", "harness.metrics:safety_metrics"),
+    "figstep-tiny-text": ("keyword-gcg", 64, None, "category", "harness.metrics:safety_metrics"),
+    "xstest": ("keyword-gcg", 64, 100, "harmful", "harness.metrics:safety_metrics"),
+    "easyvqa": (None, 8, 200, "category", "tasks.easyvqa:easyvqa_metrics"),
+    "mme": (None, 16, None, None, "tasks.mme:mme_metrics"),
+    "mmbench": (None, 16, None, None, "tasks.mmbench:mmbench_metrics"),
+}
+
+
+def specs():
+    return {spec.name: spec for spec in map(load_spec, sorted(TASKS_DIR.glob("*.yaml")))}
+
+
+def test_registry_has_all_tasks():
+    registry = Registry("task")
+    register_tasks(registry)
+    assert set(registry.names()) == set(EXPECTED)
+    assert registry.canonical("mmbench-en-dev") == "mmbench"
+    assert registry.canonical("easy-vqa") == "easyvqa"
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_spec_fields(name):
+    spec = specs()[name]
+    judge, max_new_tokens, limit, stratify_by, metric = EXPECTED[name]
+    assert (spec.judge, spec.generation.max_new_tokens, spec.default_limit, spec.stratify_by, spec.metric) == (
+        judge, max_new_tokens, limit, stratify_by, metric
+    )
+    assert spec.version and spec.description and spec.citation and spec.license
+    assert stratify_by is None or stratify_by in {f.name for f in dataclasses.fields(Sample)}
+    assert callable(import_target(spec.metric))
+    loader = import_target(spec.loader)
+    # The harness calls loader(task_name, **loader_args): the arguments must bind.
+    inspect.signature(loader).bind(spec.name, **spec.loader_args)
