@@ -30,6 +30,11 @@ class Defense:
             )
         self.params: dict[str, Any] = {**self.default_params, **params}
 
+    def prepare(self, model_name: str, model_fingerprint: dict[str, Any]) -> None:
+        """Called by the runner before :meth:`fingerprint`, without loading the model: locate the
+        calibration artifacts fitted for this model (raise with the command that makes them when
+        they are missing). Prompt defenses need nothing."""
+
     def artifact_hashes(self) -> dict[str, str]:
         """sha256 of every calibration artifact the defense loads (none for prompt defenses)."""
         return {}

@@ -21,3 +21,8 @@ def reports_dir() -> Path:
 def cache_dir() -> Path:
     """Derived files that can be rebuilt: rendered task images, converted model weights."""
     return Path(os.environ.get("HARNESS_CACHE_DIR", Path.home() / ".cache" / "mm-safety-harness"))
+
+
+def calibration_dir() -> Path:
+    """Fitted defense artifacts (safetensors + JSON manifest), one folder per (defense, model)."""
+    return Path(os.environ.get("HARNESS_CALIBRATION_DIR", results_dir() / "calibration"))

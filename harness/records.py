@@ -87,7 +87,9 @@ class Sample(JsonRecord):
     harmful: bool | None = None
     answer: str | None = None
     category: str | None = None
-    group: str | None = None  # items scored together (MME image pair, MMBench circular group)
+    # Only for items that must be scored together (MME image pair, MMBench circular group): a
+    # --limit never splits a group. Leave None otherwise.
+    group: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
 
 

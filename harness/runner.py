@@ -155,18 +155,24 @@ def build_requests(
             system=None,
             settings=settings,
         )
-        request.key = generation_key(
-            model_fingerprint=model_fingerprint,
-            defense_fingerprint=defense_fingerprint,
-            task=spec.name,
-            task_version=spec.version,
-            prompt=request.prompt,
-            system=request.system,
-            image_sha256=image_sha,
-            settings=settings,
-        )
+        request.key = request_key(request, spec.version, model_fingerprint, defense_fingerprint)
         planned.append(Planned(sample, request, error))
     return planned
+
+
+def request_key(
+    request: Request, task_version: str, model_fingerprint: dict[str, Any], defense_fingerprint: dict[str, Any]
+) -> str:
+    return generation_key(
+        model_fingerprint=model_fingerprint,
+        defense_fingerprint=defense_fingerprint,
+        task=request.task,
+        task_version=task_version,
+        prompt=request.prompt,
+        system=request.system,
+        image_sha256=request.image_sha256,
+        settings=request.settings,
+    )
 
 
 def effective_settings(spec: TaskSpec, config: EvalConfig) -> GenerationSettings:
@@ -338,7 +344,9 @@ def run_eval(config: EvalConfig) -> RunResult:
     defense = registries.defenses().get(defense_name)(**config.defense_params)
     task_specs = [registries.tasks().get(name) for name in config.tasks]
 
-    model_fingerprint = {**import_target(model_spec.fingerprinter)(model_spec, config.dtype), "device": config.device}
+    fingerprinter = import_target(model_spec.fingerprinter)
+    model_fingerprint = {**fingerprinter(model_spec, config.dtype), "device": config.device}
+    defense.prepare(model_spec.name, model_fingerprint)
     defense_fingerprint = defense.fingerprint()
     log.info("model %s (%s), defense %s, tasks %s", model_spec.name, model_spec.source, defense_name, config.tasks)
 
@@ -389,6 +397,15 @@ def run_eval(config: EvalConfig) -> RunResult:
             adapter = builder(model_spec, dtype=config.dtype, device=config.device)
             model_loaded = True
             log.info("model loaded in %.1f s", time.perf_counter() - load_start)
+            # A builder may have materialised the weights (first use of smol-llava): identify the
+            # model by what was actually loaded, so that later runs find these generations.
+            loaded_fingerprint = {**fingerprinter(model_spec, config.dtype), "device": config.device}
+            if loaded_fingerprint != model_fingerprint:
+                log.info("model fingerprint changed on load; re-keying %d pending requests", len(pending))
+                model_fingerprint = loaded_fingerprint
+                versions = {spec.name: spec.version for spec in task_specs}
+                for item in pending:
+                    item.request.key = request_key(item.request, versions[item.request.task], model_fingerprint, defense_fingerprint)
             with progress_bar(len(pending), config.progress, f"{model_spec.name}/{defense_name}") as bar:
                 for batch in batches(pending):
                     produced = generate_batch(defense, adapter, batch, model_spec.name, defense_name)

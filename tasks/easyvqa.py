@@ -68,7 +68,6 @@ def load_easyvqa(task_name: str, split: str = "test") -> list[Sample]:
             image=image_paths[image_id],
             answer=answer,
             category=answer_type(answer),
-            group=str(image_id),
             meta={"question": question, "image_id": image_id},
         )
         for position, (question, answer, image_id) in enumerate(zip(questions, answers, image_ids))

@@ -29,7 +29,7 @@ def test_test_split_loader():
     first = samples[0]
     assert first.id == "test-0"
     assert first.prompt == "what is the red shape?\nAnswer with a single word."
-    assert (first.answer, first.category, first.group) == ("triangle", "shape", "0")
+    assert (first.answer, first.category, first.group, first.meta["image_id"]) == ("triangle", "shape", None, 0)
     assert Path(first.image).name == "0.png"
 
 

@@ -1,0 +1,199 @@
+"""One adapter over the Hugging Face VLM classes the harness supports.
+
+Families: LLaVA-OneVision (``LlavaOnevisionForConditionalGeneration``), LLaVA-1.5
+(``LlavaForConditionalGeneration``) and Qwen2-VL (``Qwen2VLForConditionalGeneration``). All three keep the
+text decoder at ``model.model.language_model`` (transformers 5.x), which is what the steering properties
+expose. Decoding is greedy with left padding, so a request's output does not depend on its batch.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+from transformers import LogitsProcessor, LogitsProcessorList
+
+from harness.images import load_rgb
+from harness.records import ModelOutput, Request
+
+if TYPE_CHECKING:
+    from harness.models.spec import ModelSpec
+
+# config.model_type -> family name used in ModelSpec
+FAMILY_OF_MODEL_TYPE = {"llava_onevision": "llava-onevision", "llava": "llava", "qwen2_vl": "qwen2-vl"}
+
+
+class _FirstTokenClock(LogitsProcessor):
+    """Records when the first decoding step's logits exist: the end of prefill (time to first token)."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.first_step_at: float | None = None
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.Tensor) -> torch.Tensor:
+        if self.first_step_at is None:
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)  # kernels run async: wait for the prefill to finish
+            self.first_step_at = time.perf_counter()
+        return scores
+
+
+class VLMAdapter:
+    """A loaded vision-language model: greedy generation, encoding, and handles for activation hooks."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        processor: Any,
+        spec: "ModelSpec",
+        device: str | torch.device,
+        dtype: str | torch.dtype,
+    ):
+        self.model = model.eval()
+        self.processor = processor
+        self.spec = spec
+        self.device = torch.device(device)
+        self.dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+        model_type = model.config.model_type
+        if model_type not in FAMILY_OF_MODEL_TYPE:
+            raise ValueError(
+                f"unsupported model type {model_type!r}; supported: {', '.join(sorted(FAMILY_OF_MODEL_TYPE))}"
+            )
+        self.family = FAMILY_OF_MODEL_TYPE[model_type]
+        # Left padding: every row's last prompt token sits at the same position, where generation starts.
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+
+    # ----------------------------------------------------------------------------------------- handles
+    @property
+    def tokenizer(self) -> Any:
+        return self.processor.tokenizer
+
+    @property
+    def language_model(self) -> nn.Module:
+        """The text decoder (embeddings, decoder layers, final norm; no LM head)."""
+        return self.model.model.language_model
+
+    @property
+    def decoder_layers(self) -> nn.ModuleList:
+        return self.language_model.layers
+
+    @property
+    def final_norm(self) -> nn.Module:
+        return self.language_model.norm
+
+    @property
+    def lm_head(self) -> nn.Module:
+        return self.model.lm_head
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.decoder_layers)
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.model.config.text_config.hidden_size)
+
+    # ---------------------------------------------------------------------------------------- encoding
+    def prompt_text(self, request: Request) -> str:
+        """The request rendered with the model's chat template, generation prompt included."""
+        messages: list[dict[str, Any]] = []
+        if request.system:
+            messages.append({"role": "system", "content": [{"type": "text", "text": request.system}]})
+        content: list[dict[str, Any]] = [{"type": "image"}] if request.image else []
+        content.append({"type": "text", "text": request.prompt})
+        messages.append({"role": "user", "content": content})
+        return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+    def encode(self, requests: list[Request]) -> dict[str, torch.Tensor]:
+        """The model inputs ``generate`` uses for these requests, on the model's device and dtype."""
+        if not requests:
+            raise ValueError("encode() needs at least one request")
+        kwargs: dict[str, Any] = {
+            "text": [self.prompt_text(request) for request in requests],
+            "padding": True,
+            "return_tensors": "pt",
+        }
+        images = [load_rgb(request.image) for request in requests if request.image]
+        if images:
+            kwargs["images"] = images
+        batch = self.processor(**kwargs)
+        return {
+            name: value.to(self.device, dtype=self.dtype if value.is_floating_point() else None)
+            for name, value in batch.items()
+            if isinstance(value, torch.Tensor)
+        }
+
+    # -------------------------------------------------------------------------------------- generation
+    def generate(self, requests: list[Request], max_new_tokens: int | None = None) -> list[ModelOutput]:
+        """Greedy answers for one batch, in request order (requests with and without images may mix).
+
+        ``max_new_tokens`` overrides each request's ``settings.max_new_tokens``. Prefill and decode times
+        are the batch's (every output of a batch carries the same split).
+        """
+        if not requests:
+            return []
+        limits = [max_new_tokens or request.settings.max_new_tokens for request in requests]
+        clock = _FirstTokenClock(self.device)
+        with torch.inference_mode():
+            started = time.perf_counter()  # time to first token includes image loading and preprocessing
+            inputs = self.encode(requests)
+            sequences = self.model.generate(
+                **inputs,
+                max_new_tokens=max(limits),  # shorter limits are cut below: greedy prefixes are identical
+                do_sample=False,
+                num_beams=1,
+                pad_token_id=self.tokenizer.pad_token_id,
+                logits_processor=LogitsProcessorList([clock]),
+            )
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            finished = time.perf_counter()
+        first_step_at = clock.first_step_at if clock.first_step_at is not None else finished
+        prefill_s = first_step_at - started
+        decode_s = finished - first_step_at
+        prompt_length = inputs["input_ids"].shape[1]
+        input_counts = inputs["attention_mask"].sum(dim=1).tolist()
+        results = []
+        for row, limit, input_count in zip(sequences, limits, input_counts):
+            new_tokens = row[prompt_length:][:limit].tolist()
+            count = self._count_until_eos(new_tokens)
+            text = self.tokenizer.decode(new_tokens[:count], skip_special_tokens=True).strip()
+            results.append(
+                ModelOutput(
+                    text=text,
+                    input_tokens=int(input_count),
+                    output_tokens=count,
+                    prefill_s=prefill_s,
+                    decode_s=decode_s,
+                    batch_size=len(requests),
+                )
+            )
+        return results
+
+    def _count_until_eos(self, tokens: list[int]) -> int:
+        """Generated tokens up to and including the first EOS (what follows it is padding)."""
+        eos_token_ids = self.eos_token_ids
+        for position, token in enumerate(tokens):
+            if token in eos_token_ids:
+                return position + 1
+        return len(tokens)
+
+    @property
+    def eos_token_ids(self) -> set[int]:
+        """The ids that end generation (read live: a caller may change the generation config)."""
+        configured = getattr(self.model.generation_config, "eos_token_id", None)
+        if configured is None:
+            configured = self.tokenizer.eos_token_id
+        if configured is None:
+            return set()
+        return set(configured) if isinstance(configured, (list, tuple)) else {int(configured)}
+
+    def __repr__(self) -> str:
+        return (
+            f"VLMAdapter({self.spec.name!r}, family={self.family!r}, device={self.device}, "
+            f"dtype={str(self.dtype).removeprefix('torch.')}, layers={self.num_layers})"
+        )

