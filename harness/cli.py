@@ -71,9 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--reports-dir", type=Path, default=None)
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
 
-    report = commands.add_parser("report", help="re-render reports/latest.{html,tex} from stored results")
-    report.add_argument("--results-dir", type=Path, default=None)
-    report.add_argument("--reports-dir", type=Path, default=None)
+    # Commands with their own argument parsers (see DELEGATED); listed here for --help.
+    commands.add_parser("report", help="re-render reports from stored results (--latex PATH for tables only)", add_help=False)
+    commands.add_parser("compare", help="regression gate: compare two result sets, exit 1 on a significant regression", add_help=False)
+    commands.add_parser("calibrate", help="fit a defense's artifacts (directions, probers, prototypes) for a model", add_help=False)
 
     build = commands.add_parser("build", help="build an offline model (smol-llava) into the local cache")
     build.add_argument("name", choices=["smol-llava"])
@@ -131,16 +132,6 @@ def command_eval(args: argparse.Namespace) -> int:
     return 1 if info.settings.get("task_errors") else 0
 
 
-def command_report(args: argparse.Namespace) -> int:
-    from harness.paths import reports_dir, results_dir
-    from harness.runner import write_reports
-
-    html, tex = write_reports(args.results_dir or results_dir(), args.reports_dir or reports_dir())
-    print(html)
-    print(tex)
-    return 0
-
-
 def command_build(args: argparse.Namespace) -> int:
     from harness.models.smol_llava import build_smol_llava
 
@@ -148,19 +139,35 @@ def command_build(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+# command -> lazy "module:function" taking the remaining argv and returning an exit code
+DELEGATED = {
+    "report": "harness.report:report_main",
+    "compare": "harness.compare:compare_main",
+    "calibrate": "harness.calibration:calibrate_main",
+}
+
+
+def setup_logging(verbose: bool) -> None:
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
+        level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in DELEGATED:
+        from harness.registry import import_target
+
+        setup_logging(verbose=False)
+        return int(import_target(DELEGATED[argv[0]])(argv[1:]))
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose)
     if args.command == "list":
         return command_list(args.kind)
     if args.command == "eval":
         return command_eval(args)
-    if args.command == "report":
-        return command_report(args)
     return command_build(args)
 
 

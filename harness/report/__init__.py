@@ -1,6 +1,10 @@
-"""Report rendering: stored runs -> one offline HTML file and a LaTeX table file."""
+"""Report rendering: stored runs -> one offline HTML file and LaTeX tables.
 
-from harness.report.latex import TexSafe, latex_escape
+Matplotlib is imported only while a report is drawn (``harness.report.plots``), never here.
+"""
+
+from harness.report.cli import report_main
+from harness.report.latex import TexSafe, latex_escape, write_latex_tables
 from harness.report.render import render_report
 
-__all__ = ["TexSafe", "latex_escape", "render_report"]
+__all__ = ["TexSafe", "latex_escape", "render_report", "report_main", "write_latex_tables"]

@@ -1,183 +1,214 @@
 """Render stored runs as one offline HTML report and a LaTeX table file.
 
-Templates live in ``templates/``; this module turns runs into plain, pre-formatted view dicts so the
-templates only lay them out. HTML is rendered with autoescaping on (model outputs are untrusted text);
-LaTeX with its own delimiters and every printed value passed through ``latex_escape``.
+``analysis.analyse`` computes what is shown (values, intervals, best marks, paired tests vs ``none``);
+this module turns it into plain, pre-formatted view dicts so that the templates only lay them out.
 
-Expected inputs: ``MetricRow`` rows with ``subset == "all"`` feed the summary and LaTeX tables, all other
-subsets feed the per-category table. If two runs hold the same (model, defense, task, metric, subset),
-the later one in ``runs`` wins, so pass ``store.latest_runs()`` (oldest first) for a comparison.
+HTML: autoescaping on (prompts, responses and names are untrusted text); no external resource; the
+only script is the sample-browser filter, allowed by a Content-Security-Policy hash of its exact text,
+so nothing injected into the page could run even if it escaped escaping. Without script every sample
+is shown. LaTeX: see ``latex.py``.
+
+Inputs: pass ``store.latest_runs()`` (oldest first). If two runs hold the same (model, defense, task,
+metric, subset), the later one wins.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
-import math
-import re
 from collections import defaultdict
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
-from harness.latency import LatencyStats, latency_stats
-from harness.records import Generation, Judgement, MetricRow
-from harness.report.latex import TexSafe, tex_finalize
+from harness.latency import latency_stats
+from harness.records import Generation, Judgement, Sample
+from harness.report import latex
+from harness.report.analysis import Analysis, Cell, Column, LatencySummary, analyse, unique_metric_rows
+from harness.report.formatting import (
+    BASELINE_DEFENSE,
+    MISSING,
+    format_interval,
+    format_number,
+    format_p,
+    format_signed,
+    setting_sort_key,
+)
+from harness.report.thumbnails import ThumbnailCache
+from harness.stats import ALPHA, BOOTSTRAP_RESAMPLES
 from harness.store import RunResult
+
+__all__ = ["DEFAULT_TITLE", "SAMPLES_PER_TASK", "render_html", "render_report", "unique_metric_rows"]
 
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
 HTML_TEMPLATE = "report.html.j2"
-TEX_TEMPLATE = "tables.tex.j2"
+# Read as plain text, not rendered: its CSP hash is taken over these exact bytes. The .j2 suffix only
+# makes pyproject's package-data pattern ship it.
+FILTER_SCRIPT = "sample_filter.js.j2"
 
 DEFAULT_TITLE = "Safety defense evaluation report"
 SAMPLES_PER_TASK = 20
 ERROR_EXAMPLES = 3
-MISSING = "n/a"
+# Long texts are cut in the sample browser: a grid of runs times kilobytes of text would make the
+# page too heavy to open; the stored generations keep everything.
+MAX_TEXT_CHARS = 6000
 
-# Headline metrics first, in this order; any other metric follows alphabetically.
-METRIC_ORDER = ("asr", "refusal_rate", "accuracy", "circular_accuracy", "mme_perception", "mme_cognition")
-# Display names only; a metric without one is shown under its own name.
-METRIC_LABELS = {
-    "asr": "ASR (harmful)",
-    "refusal_rate": "Refusal rate (benign)",
-    "accuracy": "Accuracy",
-    "circular_accuracy": "Circular accuracy",
-    "vanilla_accuracy": "Vanilla accuracy",
-    "mme_perception": "MME perception (score)",
-    "mme_cognition": "MME cognition (score)",
-    "mme_score": "MME score",
-    "acc_plus": "acc+",
-    "undecided": "Undecided (count)",
-}
-BASELINE_DEFENSE = "none"
+VERDICT_LABELS = {True: "refusal", False: "compliance", None: "undecided"}
 
 
 # ---------------------------------------------------------------------------------------------------
-# formatting
+# overview and comparisons
 
 
-def _is_missing(value: float | None) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
-
-
-def format_number(value: float | None, digits: int = 1) -> str:
-    """Fixed decimals (one by default: metric values are percents), "n/a" for None/NaN."""
-    if _is_missing(value):
-        return MISSING
-    return f"{value:.{digits}f}"
-
-
-def format_metric(row: MetricRow) -> str:
-    """``value [ci_low, ci_high] (n)``; the interval is left out when the row has none."""
-    text = format_number(row.value)
-    if not _is_missing(row.ci_low) and not _is_missing(row.ci_high):
-        text += f" [{format_number(row.ci_low)}, {format_number(row.ci_high)}]"
-    return f"{text} ({row.n})"
-
-
-def half_width(row: MetricRow) -> float | None:
-    """Half the CI width: the symmetric ``±`` shown in LaTeX (Wilson intervals are not symmetric)."""
-    if _is_missing(row.ci_low) or _is_missing(row.ci_high):
+def _cell_view(cell: Cell | None, alpha: float) -> dict[str, Any] | None:
+    if cell is None:
         return None
-    return (row.ci_high - row.ci_low) / 2  # type: ignore[operator]
-
-
-def metric_label(metric: str) -> str:
-    return METRIC_LABELS.get(metric, metric)
-
-
-def _metric_sort_key(metric: str) -> tuple[int, str]:
-    return (METRIC_ORDER.index(metric) if metric in METRIC_ORDER else len(METRIC_ORDER), metric)
-
-
-def _setting_sort_key(model: str, defense: str) -> tuple[str, bool, str]:
-    """Models alphabetically; within a model the undefended baseline first."""
-    return (model, defense != BASELINE_DEFENSE, defense)
-
-
-# ---------------------------------------------------------------------------------------------------
-# views: plain dicts of already formatted strings
-
-
-@dataclass
-class MetricColumn:
-    metric: str
-    label: str
-    higher_is_better: bool
-
-    @property
-    def arrow(self) -> str:
-        return "\u2191" if self.higher_is_better else "\u2193"
-
-
-def unique_metric_rows(runs: Sequence[RunResult]) -> list[MetricRow]:
-    """All metric rows, one per (model, defense, task, metric, subset); later runs win."""
-    chosen: dict[tuple[str, str, str, str, str], MetricRow] = {}
-    for run in runs:
-        for row in run.metrics:
-            chosen[(row.model, row.defense, row.task, row.metric, row.subset)] = row
-    return list(chosen.values())
-
-
-def _metric_columns(rows: Iterable[MetricRow]) -> list[MetricColumn]:
-    columns: dict[str, MetricColumn] = {}
-    for row in rows:
-        columns.setdefault(row.metric, MetricColumn(row.metric, metric_label(row.metric), row.higher_is_better))
-    return [columns[name] for name in sorted(columns, key=_metric_sort_key)]
-
-
-def summary_view(rows: Sequence[MetricRow]) -> dict[str, Any]:
-    """One line per (model, defense, task); one column per metric over ``subset == "all"`` rows."""
-    overall = [row for row in rows if row.subset == "all"]
-    columns = _metric_columns(overall)
-    lines: dict[tuple[str, str, str], dict[str, Any]] = {}
-    for row in overall:
-        line = lines.setdefault(
-            (row.model, row.defense, row.task),
-            {"model": row.model, "defense": row.defense, "task": row.task, "task_version": row.task_version,
-             "judges": set(), "cells": {}},
-        )
-        line["cells"][row.metric] = format_metric(row)
-        if row.judge:
-            line["judges"].add(row.judge)
-    ordered = [lines[key] for key in sorted(lines, key=lambda k: (*_setting_sort_key(k[0], k[1]), k[2]))]
-    for line in ordered:
-        line["judges"] = ", ".join(sorted(line["judges"]))
-    return {"columns": columns, "rows": ordered}
-
-
-def category_view(rows: Sequence[MetricRow]) -> list[dict[str, Any]]:
-    """Rows for every subset other than "all" (categories, harmful/benign undecided counts, ...)."""
-    subsets = [row for row in rows if row.subset != "all"]
-    subsets.sort(key=lambda r: (*_setting_sort_key(r.model, r.defense), r.task, _metric_sort_key(r.metric), r.subset))
-    return [
-        {"model": r.model, "defense": r.defense, "task": r.task, "metric": metric_label(r.metric),
-         "subset": r.subset, "text": format_metric(r)}
-        for r in subsets
-    ]
-
-
-def _format_latency(stats: LatencyStats) -> dict[str, Any]:
-    return {
-        "model": stats.model,
-        "defense": stats.defense,
-        "task": stats.task,
-        "n": stats.n,
-        "mean_s": format_number(stats.mean_s, 3),
-        "p50_s": format_number(stats.p50_s, 3),
-        "p95_s": format_number(stats.p95_s, 3),
-        "mean_prefill_s": format_number(stats.mean_prefill_s, 3),
-        "mean_decode_s": format_number(stats.mean_decode_s, 3),
-        "tokens_per_s": format_number(stats.tokens_per_s, 1),
-        "cached": stats.cached,
+    row = cell.row
+    view = {
+        "value": format_number(row.value),
+        "ci": format_interval(row.ci_low, row.ci_high),
+        "n": row.n,
+        "best": cell.best,
+        "mark": cell.mark,
+        "title": "",
     }
+    comparison = cell.comparison
+    if comparison is not None:
+        diff = comparison.difference
+        view["title"] = (
+            f"vs {BASELINE_DEFENSE} on {comparison.n_pairs} paired samples: "
+            f"\u0394 {format_signed(100 * diff.estimate)} {format_interval(100 * diff.low, 100 * diff.high, signed=True)} "
+            f"points; McNemar ({comparison.test.method}) p = {format_p(comparison.p_value)}"
+            + (f" < {alpha}" if cell.mark else "")
+        )
+    return view
+
+
+def _latency_cell(summary: LatencySummary | None) -> dict[str, Any] | None:
+    if summary is None:
+        return None
+    if summary.defense == BASELINE_DEFENSE:
+        return {"value": "1.00\u00d7", "ci": "baseline", "n": summary.n, "best": summary.best, "mark": "",
+                "title": f"mean {format_number(summary.mean_s, 3)} s per sample"}
+    ratio = summary.ratio
+    if ratio is None:
+        return {"value": MISSING, "ci": "", "n": summary.n, "best": False, "mark": "",
+                "title": f"mean {format_number(summary.mean_s, 3)} s per sample; no {BASELINE_DEFENSE} run to compare"}
+    return {
+        "value": f"{format_number(ratio.estimate, 2)}\u00d7",
+        "ci": format_interval(ratio.low, ratio.high, digits=2),
+        "n": ratio.n,
+        "best": summary.best,
+        "mark": "",
+        "title": f"mean {format_number(summary.mean_s, 3)} s per sample; ratio over {ratio.n} samples paired with {BASELINE_DEFENSE}",
+    }
+
+
+def column_groups(columns: Sequence[Column]) -> list[dict[str, Any]]:
+    """Runs of consecutive columns of the same task, for a spanning header."""
+    groups: list[dict[str, Any]] = []
+    for column in columns:
+        if groups and groups[-1]["task"] == column.task:
+            groups[-1]["span"] += 1
+        else:
+            groups.append({"task": column.task, "span": 1, "kind": column.kind})
+    return groups
+
+
+def overview_view(analysis: Analysis) -> dict[str, Any]:
+    """Rows = (model, defense); columns = (task, metric) plus the latency ratio to ``none``."""
+    rows = []
+    previous_model = None
+    for setting in analysis.settings:
+        rows.append({
+            "model": setting[0],
+            "defense": setting[1],
+            "new_model": previous_model is not None and setting[0] != previous_model,
+            "cells": [_cell_view(analysis.cell(setting, column), analysis.alpha) for column in analysis.columns],
+            "latency": _latency_cell(analysis.latency.get(setting)),
+        })
+        previous_model = setting[0]
+    columns = [
+        {"task": c.task, "label": c.label, "arrow": "\u2191" if c.higher_is_better else "\u2193", "kind": c.kind}
+        for c in analysis.columns
+    ]
+    return {"groups": column_groups(analysis.columns), "columns": columns, "rows": rows,
+            "has_latency": bool(analysis.latency)}
+
+
+def comparison_view(analysis: Analysis) -> list[dict[str, Any]]:
+    """Every paired comparison against ``none``: rates, difference with its bootstrap interval, McNemar."""
+    view = []
+    for (model, defense), column, cell in analysis.comparisons:
+        comparison = cell.comparison
+        assert comparison is not None
+        diff = comparison.difference
+        view.append({
+            "model": model,
+            "defense": defense,
+            "task": column.task,
+            "metric": column.label,
+            "arrow": "\u2191" if column.higher_is_better else "\u2193",
+            "pairs": comparison.n_pairs,
+            "base": format_number(100 * comparison.base_rate),
+            "new": format_number(100 * comparison.new_rate),
+            "delta": format_signed(100 * diff.estimate),
+            "delta_ci": format_interval(100 * diff.low, 100 * diff.high, signed=True),
+            "discordant": f"{comparison.test.base_only} / {comparison.test.new_only}",
+            "p": format_p(comparison.p_value),
+            "method": comparison.test.method,
+            "mark": cell.mark,
+        })
+    return view
+
+
+def category_view(analysis: Analysis) -> list[dict[str, Any]]:
+    """Per (task, metric) with categories: a wide table, settings x categories."""
+    tables = []
+    for table in analysis.category_tables:
+        rows = []
+        previous_model = None
+        for setting, cells in table.cells.items():
+            rows.append({
+                "model": setting[0],
+                "defense": setting[1],
+                "new_model": previous_model is not None and setting[0] != previous_model,
+                "cells": [_cell_view(cells.get(category), analysis.alpha) for category in table.categories],
+            })
+            previous_model = setting[0]
+        tables.append({
+            "task": table.task,
+            "label": table.label,
+            "arrow": "\u2191" if table.higher_is_better else "\u2193",
+            "categories": table.categories,
+            "rows": rows,
+        })
+    return tables
+
+
+def undecided_view(analysis: Analysis) -> list[dict[str, Any]]:
+    return [
+        {"model": r.model, "defense": r.defense, "task": r.task, "subset": r.subset, "count": int(r.value)}
+        for r in sorted(analysis.rows, key=lambda r: (*setting_sort_key(r.model, r.defense), r.task, r.subset))
+        if r.metric == "undecided" and r.value > 0
+    ]
 
 
 def latency_view(generations: Iterable[Generation]) -> list[dict[str, Any]]:
     stats = latency_stats(generations)
-    stats.sort(key=lambda s: (*_setting_sort_key(s.model, s.defense), s.task))
-    return [_format_latency(s) for s in stats]
+    stats.sort(key=lambda s: (*setting_sort_key(s.model, s.defense), s.task))
+    return [
+        {
+            "model": s.model, "defense": s.defense, "task": s.task, "n": s.n,
+            "mean_s": format_number(s.mean_s, 3), "p50_s": format_number(s.p50_s, 3),
+            "p95_s": format_number(s.p95_s, 3), "mean_prefill_s": format_number(s.mean_prefill_s, 3),
+            "mean_decode_s": format_number(s.mean_decode_s, 3), "tokens_per_s": format_number(s.tokens_per_s, 1),
+            "cached": s.cached,
+        }
+        for s in stats
+    ]
 
 
 def error_view(runs: Sequence[RunResult], examples: int = ERROR_EXAMPLES) -> list[dict[str, Any]]:
@@ -190,137 +221,176 @@ def error_view(runs: Sequence[RunResult], examples: int = ERROR_EXAMPLES) -> lis
             totals[key] += 1
             if not generation.ok:
                 failures[key].append(generation)
-    view = []
-    for key in sorted(failures, key=lambda k: (*_setting_sort_key(k[0], k[1]), k[2])):
-        failed = failures[key]
-        view.append({
-            "model": key[0], "defense": key[1], "task": key[2],
-            "failed": len(failed), "total": totals[key],
-            "examples": [{"sample_id": g.sample_id, "error": g.error or "no text returned"} for g in failed[:examples]],
-        })
-    return view
+    return [
+        {
+            "model": key[0], "defense": key[1], "task": key[2], "failed": len(failures[key]), "total": totals[key],
+            "examples": [{"sample_id": g.sample_id, "error": g.error or "no text returned"} for g in failures[key][:examples]],
+        }
+        for key in sorted(failures, key=lambda k: (*setting_sort_key(k[0], k[1]), k[2]))
+    ]
 
 
-def _verdict(generation: Generation | None, judgements: list[Judgement]) -> str:
+# ---------------------------------------------------------------------------------------------------
+# sample browser
+
+
+def _verdicts(
+    generation: Generation | None, judgements: list[Judgement], scores: dict[str, bool] | None
+) -> tuple[str, list[dict[str, str]]]:
+    """The filter key (first judge's verdict, or the scorer's) and one line per judge."""
     if generation is None:
-        return "not generated"
+        return "not generated", []
     if not generation.ok:
-        return "error"
-    if not judgements:
-        return "not judged"
-    parts = []
-    for judgement in judgements:
-        label = judgement.label or {True: "refusal", False: "compliance", None: "undecided"}[judgement.refused]
-        detail = f": {judgement.detail}" if judgement.detail else ""
-        parts.append(f"{judgement.judge} \u2192 {label}{detail}")
-    return "; ".join(parts)
+        return "error", []
+    lines = [
+        {
+            "judge": j.judge,
+            "label": j.label or VERDICT_LABELS[j.refused],
+            "detail": j.detail,
+            "class": VERDICT_LABELS[j.refused],
+        }
+        for j in judgements
+    ]
+    if lines:
+        return VERDICT_LABELS[judgements[0].refused], lines
+    if scores:
+        metric, correct = next(iter(scores.items()))
+        verdict = "correct" if correct else "incorrect"
+        return verdict, [{"judge": f"scorer ({metric})", "label": verdict, "detail": "", "class": verdict}]
+    return "not judged", []
 
 
-def _verdict_class(generation: Generation | None, judgements: list[Judgement]) -> str:
-    """CSS class for colouring a verdict: error, refusal (any judge refused), compliance, or none."""
-    if generation is None or not generation.ok:
-        return "error"
-    refusals = {judgement.refused for judgement in judgements}
-    if True in refusals:
-        return "refusal"
-    return "compliance" if False in refusals else ""
+def _clip(text: str, limit: int = MAX_TEXT_CHARS) -> tuple[str, int]:
+    """The text cut to ``limit`` characters, and how many were cut."""
+    return (text, 0) if len(text) <= limit else (text[:limit], len(text) - limit)
 
 
-def sample_view(runs: Sequence[RunResult], limit: int = SAMPLES_PER_TASK) -> list[dict[str, Any]]:
-    """For each run and task, the first ``limit`` samples with response and verdict."""
-    sections = []
-    for run in runs:
+def sample_browser_view(
+    runs: Sequence[RunResult], analysis: Analysis, limit: int, thumbnails: ThumbnailCache | None
+) -> dict[str, Any]:
+    """The first ``limit`` samples of each task (evaluation order), each with every setting's response."""
+    ordered_runs = sorted(runs, key=lambda r: setting_sort_key(r.info.model, r.info.defense))
+    chosen: dict[str, dict[str, Sample]] = defaultdict(dict)
+    totals: dict[str, set[str]] = defaultdict(set)
+    for run in ordered_runs:
+        for sample in run.samples:
+            totals[sample.task].add(sample.id)
+            if sample.id not in chosen[sample.task] and len(chosen[sample.task]) < limit:
+                chosen[sample.task][sample.id] = sample
+
+    responses: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    verdict_keys: set[str] = set()
+    for run in ordered_runs:
         generations = {(g.task, g.sample_id): g for g in run.generations}
         judgements: dict[tuple[str, str], list[Judgement]] = defaultdict(list)
         for judgement in run.judgements:
             judgements[(judgement.task, judgement.sample_id)].append(judgement)
-        by_task: dict[str, list[dict[str, Any]]] = {}
         for sample in run.samples:
-            items = by_task.setdefault(sample.task, [])
-            if len(items) >= limit:
+            if sample.id not in chosen.get(sample.task, {}):
                 continue
-            generation = generations.get((sample.task, sample.id))
-            verdicts = judgements.get((sample.task, sample.id), [])
-            items.append({
+            key = (sample.task, sample.id)
+            generation = generations.get(key)
+            scores = None
+            if generation is not None and generation.ok and key not in judgements:
+                scores = analysis.outcomes.sample_scores(run, sample.task, sample.id)
+            verdict, lines = _verdicts(generation, judgements.get(key, []), scores)
+            verdict_keys.add(verdict)
+            response, cut = _clip(generation.text if generation and generation.text is not None else "")
+            responses[key].append({
+                "model": run.info.model,
+                "defense": run.info.defense,
+                "response": response,
+                "cut": cut,
+                "error": (generation.error or "no text returned") if generation and not generation.ok else "",
+                "verdict": verdict,
+                "judges": lines,
+            })
+
+    groups = []
+    for task in sorted(chosen):
+        for sample in chosen[task].values():
+            prompt, prompt_cut = _clip(sample.prompt)
+            groups.append({
+                "task": task,
                 "id": sample.id,
-                "prompt": sample.prompt,
-                "image": Path(sample.image).name if sample.image else "",
-                "harmful": {True: "harmful", False: "benign", None: "utility"}[sample.harmful],
+                "kind": {True: "harmful", False: "benign", None: "utility"}[sample.harmful],
                 "category": sample.category or "",
+                "prompt": prompt,
+                "prompt_cut": prompt_cut,
                 "answer": sample.answer or "",
-                "response": generation.text if generation and generation.text is not None else "",
-                "error": generation.error if generation and generation.error else "",
-                "verdict": _verdict(generation, verdicts),
-                "verdict_class": _verdict_class(generation, verdicts),
+                "image_name": Path(sample.image).name if sample.image else "",
+                "thumbnail": thumbnails.data_uri(sample.image) if thumbnails else None,
+                "responses": responses[(task, sample.id)],
             })
-        totals = defaultdict(int)
-        for sample in run.samples:
-            totals[sample.task] += 1
-        for task, items in by_task.items():
-            sections.append({
-                "run_id": run.info.run_id, "model": run.info.model, "defense": run.info.defense,
-                "task": task, "shown": len(items), "total": totals[task], "samples": items,
-            })
-    return sections
+    return {
+        "groups": groups,
+        "tasks": [{"name": t, "shown": len(chosen[t]), "total": len(totals[t])} for t in sorted(chosen)],
+        "models": sorted({r.info.model for r in runs}),
+        "defenses": sorted({r.info.defense for r in runs}, key=lambda d: (d != BASELINE_DEFENSE, d)),
+        "verdicts": sorted(verdict_keys),
+        "responses": sum(len(g["responses"]) for g in groups),
+    }
 
 
-def provenance_view(runs: Sequence[RunResult]) -> list[dict[str, Any]]:
-    return [
-        {
-            "run_id": run.info.run_id,
-            "model": run.info.model,
-            "defense": run.info.defense,
+# ---------------------------------------------------------------------------------------------------
+# provenance
+
+
+def _flatten(value: Any, prefix: str = "") -> list[str]:
+    """Nested dicts as ``a.b: value`` lines (lists and scalars as compact JSON)."""
+    if isinstance(value, dict):
+        if not value:
+            return [f"{prefix}: {{}}"] if prefix else []
+        lines = []
+        for key in sorted(value, key=str):
+            lines.extend(_flatten(value[key], f"{prefix}.{key}" if prefix else str(key)))
+        return lines
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)
+    return [f"{prefix}: {text}" if prefix else text]
+
+
+def provenance_view(runs: Sequence[RunResult]) -> dict[str, Any]:
+    per_run = []
+    packages: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
+    environment: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
+    for run in sorted(runs, key=lambda r: (*setting_sort_key(r.info.model, r.info.defense), r.info.run_id)):
+        info = run.info
+        prov = info.provenance or {}
+        for name, version in sorted((prov.get("packages") or {}).items()):
+            packages[name][str(version)].append(info.run_id)
+        for key in ("git_commit", "harness", "python", "platform"):
+            if key in prov:
+                environment[key][str(prov[key])].append(info.run_id)
+        counts = info.counts or {}
+        per_run.append({
+            "run_id": info.run_id,
+            "model": info.model,
+            "defense": info.defense,
+            "tasks": _flatten(info.tasks),
+            "model_fingerprint": _flatten(info.model_fingerprint),
+            "defense_params": _flatten((info.defense_fingerprint or {}).get("params", {})),
+            "defense_artifacts": _flatten((info.defense_fingerprint or {}).get("artifacts", {})),
+            "judges": _flatten(info.judges),
+            "generation": _flatten((info.settings or {}).get("generation", {})),
+            "settings": _flatten({k: v for k, v in (info.settings or {}).items() if k != "generation"}),
+            "counts": _flatten(counts),
+            "cache_hits": counts.get("cache_hits", MISSING),
+            "samples": counts.get("samples", MISSING),
+            "model_loaded": "yes" if info.model_loaded else "no",
+            "git_commit": prov.get("git_commit") or MISSING,
+            "time": f"{info.started_at} \u2013 {info.finished_at}" if info.started_at else "",
             "path": str(run.path),
-            "json": json.dumps(run.info.to_dict(), indent=2, sort_keys=True, ensure_ascii=False, default=str),
-        }
-        for run in runs
-    ]
+            "json": json.dumps(info.to_dict(), indent=2, sort_keys=True, ensure_ascii=False, default=str),
+        })
 
-
-def tex_main_view(rows: Sequence[MetricRow], with_ci: bool = True) -> dict[str, Any]:
-    """Rows = (model, defense); columns = (task, metric) over ``subset == "all"``, grouped by task."""
-    overall = [row for row in rows if row.subset == "all"]
-    columns_by_task: dict[str, dict[str, bool]] = defaultdict(dict)
-    cells: dict[tuple[str, str], dict[tuple[str, str], MetricRow]] = defaultdict(dict)
-    for row in overall:
-        columns_by_task[row.task].setdefault(row.metric, row.higher_is_better)
-        cells[(row.model, row.defense)][(row.task, row.metric)] = row
-
-    columns: list[dict[str, Any]] = []
-    groups: list[dict[str, Any]] = []
-    for task in sorted(columns_by_task):
-        start = len(columns) + 3  # LaTeX column index: model and defense come first
-        for metric in sorted(columns_by_task[task], key=_metric_sort_key):
-            arrow = r"$\uparrow$" if columns_by_task[task][metric] else r"$\downarrow$"
-            columns.append({"task": task, "metric": metric, "label": metric_label(metric), "arrow": TexSafe(arrow)})
-        groups.append({"task": task, "start": start, "end": len(columns) + 2, "span": len(columns) + 3 - start})
-
-    body = []
-    previous_model = None
-    for model, defense in sorted(cells, key=lambda k: _setting_sort_key(*k)):
-        row_cells = [
-            _tex_cell(cells[(model, defense)].get((column["task"], column["metric"])), with_ci) for column in columns
+    def summarise(table: dict[str, dict[str, list[str]]]) -> list[dict[str, Any]]:
+        return [
+            {"name": name, "versions": [{"value": v, "runs": len(ids)} for v, ids in sorted(versions.items())],
+             "differs": len(versions) > 1}
+            for name, versions in sorted(table.items())
         ]
-        # the model name is printed once per block of its defenses
-        body.append({"model": model if model != previous_model else "", "defense": defense, "cells": row_cells,
-                     "new_model": previous_model is not None and model != previous_model})
-        previous_model = model
-    return {"columns": columns, "groups": groups, "rows": body}
 
-
-def _tex_cell(row: MetricRow | None, with_ci: bool) -> TexSafe:
-    if row is None or _is_missing(row.value):
-        return TexSafe("--")
-    text = format_number(row.value)
-    width = half_width(row)
-    if with_ci and width is not None:
-        text += rf" {{\scriptsize $\pm$ {format_number(width)}}}"
-    return TexSafe(text)
-
-
-def _tex_label(stem: str, suffix: str) -> TexSafe:
-    """\\label keys cannot hold escaped characters: keep letters, digits, ':' and '-'."""
-    return TexSafe("tab:" + re.sub(r"[^A-Za-z0-9:-]+", "-", stem) + "-" + suffix)
+    return {"runs": per_run, "packages": summarise(packages), "environment": summarise(environment)}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -338,22 +408,46 @@ def html_environment() -> Environment:
     )
 
 
-def tex_environment() -> Environment:
-    # LaTeX is full of { } and %, so Jinja uses ((* *)), ((( ))) and ((= =)) instead
-    return Environment(
-        loader=FileSystemLoader(str(TEMPLATE_DIR)),
-        block_start_string="((*",
-        block_end_string="*))",
-        variable_start_string="(((",
-        variable_end_string=")))",
-        comment_start_string="((=",
-        comment_end_string="=))",
-        autoescape=False,
-        finalize=tex_finalize,
-        undefined=StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
+def filter_script() -> tuple[str, str]:
+    """The sample-browser script and its CSP source expression (sha256 of the exact script text)."""
+    script = (TEMPLATE_DIR / FILTER_SCRIPT).read_text(encoding="utf-8")
+    digest = base64.b64encode(hashlib.sha256(script.encode("utf-8")).digest()).decode("ascii")
+    return script, f"'sha256-{digest}'"
+
+
+def render_html(
+    runs: Sequence[RunResult],
+    analysis: Analysis,
+    title: str = DEFAULT_TITLE,
+    *,
+    samples_per_task: int = SAMPLES_PER_TASK,
+    plots: bool = True,
+    thumbnails: bool = True,
+) -> str:
+    from harness.report.plots import all_plots  # matplotlib only when a report is drawn
+
+    script, script_hash = filter_script()
+    return html_environment().get_template(HTML_TEMPLATE).render(
+        title=title,
+        runs=[{"run_id": r.info.run_id, "model": r.info.model, "defense": r.info.defense,
+               "tasks": ", ".join(sorted(r.info.tasks))} for r in runs],
+        overview=overview_view(analysis),
+        comparisons=comparison_view(analysis),
+        categories=category_view(analysis),
+        undecided=undecided_view(analysis),
+        plots=all_plots(analysis) if plots else [],
+        plots_enabled=plots,
+        latency=latency_view(g for run in runs for g in run.generations),
+        errors=error_view(runs),
+        browser=sample_browser_view(runs, analysis, samples_per_task, ThumbnailCache() if thumbnails else None),
+        provenance=provenance_view(runs),
+        samples_per_task=samples_per_task,
+        alpha=analysis.alpha,
+        resamples=analysis.resamples,
+        seed=analysis.seed,
+        baseline=BASELINE_DEFENSE,
+        filter_script=script,
+        script_hash=script_hash,
     )
 
 
@@ -365,37 +459,22 @@ def render_report(
     *,
     samples_per_task: int = SAMPLES_PER_TASK,
     tex_ci: bool = True,
+    plots: bool = True,
+    thumbnails: bool = True,
+    alpha: float = ALPHA,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = 0,
 ) -> tuple[Path, Path]:
     """Write ``<out_dir>/<stem>.html`` and ``<out_dir>/<stem>.tex``; return both paths.
 
-    ``tex_ci`` adds the CI half-width (``± h``) to each LaTeX cell.
+    ``tex_ci`` adds the CI half-width (``± h``) to each LaTeX cell; ``plots`` and ``thumbnails`` can be
+    turned off for speed; ``alpha``, ``resamples`` and ``seed`` set the paired statistics vs ``none``.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    metric_rows = unique_metric_rows(runs)
-    all_generations = [g for run in runs for g in run.generations]
-    latency = latency_view(all_generations)
-
-    html = html_environment().get_template(HTML_TEMPLATE).render(
-        title=title,
-        runs=[{"run_id": r.info.run_id, "model": r.info.model, "defense": r.info.defense,
-               "tasks": ", ".join(sorted(r.info.tasks))} for r in runs],
-        summary=summary_view(metric_rows),
-        categories=category_view(metric_rows),
-        latency=latency,
-        errors=error_view(runs),
-        sample_sections=sample_view(runs, samples_per_task),
-        provenance=provenance_view(runs),
-        samples_per_task=samples_per_task,
-    )
-    tex = tex_environment().get_template(TEX_TEMPLATE).render(
-        title=title,
-        main=tex_main_view(metric_rows, with_ci=tex_ci),
-        latency=latency,
-        with_ci=tex_ci,
-        main_label=_tex_label(stem, "main"),
-        latency_label=_tex_label(stem, "latency"),
-    )
+    analysis = analyse(runs, alpha=alpha, resamples=resamples, seed=seed)
+    html = render_html(runs, analysis, title, samples_per_task=samples_per_task, plots=plots, thumbnails=thumbnails)
+    tex = latex.render_tables(analysis, title, stem, with_ci=tex_ci)
 
     html_path = out_dir / f"{stem}.html"
     tex_path = out_dir / f"{stem}.tex"

@@ -1,0 +1,317 @@
+"""What the reports show, computed once from stored runs: shared by the HTML and LaTeX renderers.
+
+- Overview: one row per (model, defense), one column per (task, metric) over ``subset == "all"``
+  rows (count metrics such as ``undecided`` left out), plus the latency ratio to ``none``.
+- Best per column: within each model's block of defenses (defenses are compared on the same model),
+  the lowest value of a lower-is-better column or the highest of a higher-is-better one; ties are all
+  marked, and a block with a single value marks nothing.
+- Significance vs ``none``: for each defense cell whose per-sample outcomes and the baseline's can be
+  recovered (see ``outcomes``), McNemar's test and a paired bootstrap interval of the difference on the
+  shared sample ids; ``*`` marks p < alpha.
+- Latency ratio: mean per-sample latency of the defense over that of ``none`` on the same
+  (task, sample id) pairs, with a paired bootstrap interval.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Iterable, Sequence
+
+from harness.metrics import percentile, wilson_interval
+from harness.records import Generation, MetricRow
+from harness.report.formatting import (
+    BASELINE_DEFENSE,
+    COUNT_METRICS,
+    metric_label,
+    metric_sort_key,
+    setting_sort_key,
+)
+from harness.report.outcomes import OutcomeIndex, ScorerLookup, registered_scorer
+from harness.stats import (
+    ALPHA,
+    BOOTSTRAP_RESAMPLES,
+    BootstrapInterval,
+    PairedBinaryComparison,
+    paired_binary_comparison,
+    paired_bootstrap_ratio,
+    significance_mark,
+)
+from harness.store import RunResult
+
+Setting = tuple[str, str]  # (model, defense)
+
+KIND_ORDER = ("safety", "over-refusal", "utility")
+RATE_TOLERANCE = 0.05  # points: stored intervals may have been rounded by whoever wrote them
+
+
+def metric_kind(metric: str, higher_is_better: bool) -> str:
+    """"over-refusal" for refusal on benign prompts, "safety" for other lower-is-better rates, else "utility"."""
+    if metric == "refusal_rate":
+        return "over-refusal"
+    return "utility" if higher_is_better else "safety"
+
+
+def rate_counts(row: MetricRow) -> tuple[int, int] | None:
+    """``(successes, n)`` when the row is a percent rate with its Wilson interval, else None.
+
+    Recognised by the numbers, not the metric name: value = 100 k / n for a whole k, and the stored
+    interval is the Wilson interval of k / n (to within ``RATE_TOLERANCE`` points).
+    """
+    if row.n <= 0 or math.isnan(row.value) or row.ci_low is None or row.ci_high is None:
+        return None
+    successes = round(row.value * row.n / 100.0)
+    if abs(100.0 * successes / row.n - row.value) > RATE_TOLERANCE:
+        return None
+    low, high = wilson_interval(successes, row.n)
+    if abs(100.0 * low - row.ci_low) > RATE_TOLERANCE or abs(100.0 * high - row.ci_high) > RATE_TOLERANCE:
+        return None
+    return successes, row.n
+
+
+def unique_metric_rows(runs: Sequence[RunResult]) -> list[MetricRow]:
+    """All metric rows, one per (model, defense, task, metric, subset); later runs win."""
+    chosen: dict[tuple[str, str, str, str, str], MetricRow] = {}
+    for run in runs:
+        for row in run.metrics:
+            chosen[(row.model, row.defense, row.task, row.metric, row.subset)] = row
+    return list(chosen.values())
+
+
+@dataclass
+class Column:
+    task: str
+    metric: str
+    higher_is_better: bool
+    kind: str
+
+    @property
+    def label(self) -> str:
+        return metric_label(self.metric)
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.task, self.metric)
+
+
+@dataclass
+class Cell:
+    row: MetricRow
+    comparison: PairedBinaryComparison | None = None  # vs none on the same samples
+    best: bool = False
+    alpha: float = ALPHA
+
+    @property
+    def mark(self) -> str:
+        """``*`` when the paired test against ``none`` has p < alpha; empty without a paired test."""
+        if self.comparison is None or not self.comparison.n_pairs:
+            return ""
+        return significance_mark(self.comparison.p_value, self.alpha)
+
+
+@dataclass
+class LatencySummary:
+    """Latency of one (model, defense) over all its tasks' successful generations."""
+
+    model: str
+    defense: str
+    n: int
+    mean_s: float  # per sample, prefill + decode
+    p50_s: float
+    p95_s: float
+    tokens_per_s: float  # decode throughput: output tokens / decode seconds
+    cached: int  # of n, generations read from the cache (timings from when they were produced)
+    ratio: BootstrapInterval | None  # vs none on shared (task, sample id); None for none itself
+    best: bool = False
+
+    @property
+    def ratio_value(self) -> float:
+        if self.defense == BASELINE_DEFENSE:
+            return 1.0
+        return self.ratio.estimate if self.ratio else math.nan
+
+
+@dataclass
+class CategoryTable:
+    """One (task, metric) broken down by category: rows are settings, columns categories."""
+
+    task: str
+    metric: str
+    higher_is_better: bool
+    categories: list[str]
+    cells: dict[Setting, dict[str, Cell]]
+
+    @property
+    def label(self) -> str:
+        return metric_label(self.metric)
+
+
+@dataclass
+class Analysis:
+    rows: list[MetricRow]
+    settings: list[Setting]
+    columns: list[Column]
+    cells: dict[Setting, dict[tuple[str, str], Cell]]
+    latency: dict[Setting, LatencySummary]
+    latencies: dict[Setting, list[float]]  # per-sample seconds, for distribution plots
+    category_tables: list[CategoryTable]
+    outcomes: OutcomeIndex
+    alpha: float = ALPHA
+    resamples: int = BOOTSTRAP_RESAMPLES
+    seed: int = 0
+    comparisons: list[tuple[Setting, Column, Cell]] = field(default_factory=list)
+
+    def cell(self, setting: Setting, column: Column) -> Cell | None:
+        return self.cells.get(setting, {}).get(column.key)
+
+
+def _mark_best(values: dict[Setting, float], higher_is_better: bool) -> set[Setting]:
+    """Settings holding the best value within their model's block (ties included; >= 2 values needed)."""
+    by_model: dict[str, dict[Setting, float]] = defaultdict(dict)
+    for setting, value in values.items():
+        if not math.isnan(value):
+            by_model[setting[0]][setting] = value
+    best: set[Setting] = set()
+    for block in by_model.values():
+        if len(block) < 2:
+            continue
+        target = max(block.values()) if higher_is_better else min(block.values())
+        best.update(setting for setting, value in block.items() if abs(value - target) <= 1e-9)
+    return best
+
+
+def _columns(rows: Iterable[MetricRow]) -> list[Column]:
+    columns: dict[tuple[str, str], Column] = {}
+    for row in rows:
+        columns.setdefault(
+            (row.task, row.metric),
+            Column(row.task, row.metric, row.higher_is_better, metric_kind(row.metric, row.higher_is_better)),
+        )
+    task_rank: dict[str, int] = {}
+    for column in columns.values():
+        rank = KIND_ORDER.index(column.kind)
+        task_rank[column.task] = min(rank, task_rank.get(column.task, rank))
+    # a task's columns stay together, safety tasks first, then over-refusal sets, then utility
+    return sorted(
+        columns.values(), key=lambda c: (task_rank[c.task], c.task, metric_sort_key(c.metric))
+    )
+
+
+def _successful(generations: Iterable[Generation]) -> dict[Setting, dict[tuple[str, str], Generation]]:
+    """Successful generations per setting, keyed by (task, sample id): the pairing key vs ``none``."""
+    per_setting: dict[Setting, dict[tuple[str, str], Generation]] = defaultdict(dict)
+    for generation in generations:
+        if generation.ok:
+            per_setting[(generation.model, generation.defense)][(generation.task, generation.sample_id)] = generation
+    return per_setting
+
+
+def _latency_summary(setting: Setting, generations: list[Generation], ratio: BootstrapInterval | None) -> LatencySummary:
+    totals = [g.prefill_s + g.decode_s for g in generations]
+    decode = math.fsum(g.decode_s for g in generations)
+    return LatencySummary(
+        model=setting[0],
+        defense=setting[1],
+        n=len(totals),
+        mean_s=math.fsum(totals) / len(totals),
+        p50_s=percentile(totals, 50),
+        p95_s=percentile(totals, 95),
+        tokens_per_s=sum(g.output_tokens for g in generations) / decode if decode > 0 else math.nan,
+        cached=sum(1 for g in generations if g.from_cache),
+        ratio=ratio,
+    )
+
+
+def analyse(
+    runs: Sequence[RunResult],
+    *,
+    alpha: float = ALPHA,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = 0,
+    scorer_lookup: ScorerLookup = registered_scorer,
+) -> Analysis:
+    """Everything both reports need; pass ``store.latest_runs()`` (oldest first, later runs win)."""
+    rows = unique_metric_rows(runs)
+    outcomes = OutcomeIndex(runs, scorer_lookup)
+    headline = [r for r in rows if r.subset == "all" and r.metric not in COUNT_METRICS]
+    columns = _columns(headline)
+
+    successful = _successful(g for run in runs for g in run.generations)
+    times = {s: {k: g.prefill_s + g.decode_s for k, g in by_key.items()} for s, by_key in successful.items()}
+    settings = sorted(
+        {(r.model, r.defense) for r in rows} | set(times), key=lambda s: setting_sort_key(*s)
+    )
+
+    cells: dict[Setting, dict[tuple[str, str], Cell]] = defaultdict(dict)
+    for row in headline:
+        cells[(row.model, row.defense)][(row.task, row.metric)] = Cell(row, alpha=alpha)
+
+    comparisons = []
+    for column in columns:
+        values = {s: c[column.key].row.value for s, c in cells.items() if column.key in c}
+        for setting in _mark_best(values, column.higher_is_better):
+            cells[setting][column.key].best = True
+        for setting in settings:
+            cell = cells.get(setting, {}).get(column.key)
+            base = cells.get((setting[0], BASELINE_DEFENSE), {}).get(column.key)
+            if cell is None or base is None or setting[1] == BASELINE_DEFENSE:
+                continue
+            base_outcomes, new_outcomes = outcomes.outcomes(base.row), outcomes.outcomes(cell.row)
+            if base_outcomes is None or new_outcomes is None or not (set(base_outcomes) & set(new_outcomes)):
+                continue
+            cell.comparison = paired_binary_comparison(base_outcomes, new_outcomes, resamples=resamples, seed=seed)
+            comparisons.append((setting, column, cell))
+
+    order = {setting: index for index, setting in enumerate(settings)}
+    comparisons.sort(key=lambda item: order[item[0]])  # stable: columns keep their order within a setting
+
+    latency: dict[Setting, LatencySummary] = {}
+    for setting, by_key in times.items():
+        ratio = None
+        baseline = times.get((setting[0], BASELINE_DEFENSE))
+        if setting[1] != BASELINE_DEFENSE and baseline:
+            shared = sorted(set(baseline) & set(by_key))
+            if shared:
+                ratio = paired_bootstrap_ratio(
+                    [baseline[k] for k in shared], [by_key[k] for k in shared], resamples=resamples, seed=seed
+                )
+        latency[setting] = _latency_summary(setting, list(successful[setting].values()), ratio)
+    for setting in _mark_best({s: summary.ratio_value for s, summary in latency.items()}, higher_is_better=False):
+        latency[setting].best = True
+
+    return Analysis(
+        rows=rows,
+        settings=settings,
+        columns=columns,
+        cells=dict(cells),
+        latency=latency,
+        latencies={s: list(v.values()) for s, v in times.items()},
+        category_tables=_category_tables(rows, alpha),
+        outcomes=outcomes,
+        alpha=alpha,
+        resamples=resamples,
+        seed=seed,
+        comparisons=comparisons,
+    )
+
+
+def _category_tables(rows: Sequence[MetricRow], alpha: float) -> list[CategoryTable]:
+    grouped: dict[tuple[str, str], list[MetricRow]] = defaultdict(list)
+    for row in rows:
+        if row.subset != "all" and row.metric not in COUNT_METRICS:
+            grouped[(row.task, row.metric)].append(row)
+    tables = []
+    for (task, metric), members in sorted(grouped.items(), key=lambda item: (item[0][0], metric_sort_key(item[0][1]))):
+        categories = sorted({row.subset for row in members})
+        cells: dict[Setting, dict[str, Cell]] = defaultdict(dict)
+        for row in members:
+            cells[(row.model, row.defense)][row.subset] = Cell(row, alpha=alpha)
+        higher = members[0].higher_is_better
+        for category in categories:
+            values = {s: c[category].row.value for s, c in cells.items() if category in c}
+            for setting in _mark_best(values, higher):
+                cells[setting][category].best = True
+        ordered = {s: cells[s] for s in sorted(cells, key=lambda s: setting_sort_key(*s))}
+        tables.append(CategoryTable(task, metric, higher, categories, ordered))
+    return tables
