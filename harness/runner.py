@@ -76,14 +76,19 @@ def now_utc() -> str:
 def stratified_order(samples: Sequence[Sample], seed: int, stratify_by: str | None) -> list[Sample]:
     """A seeded order in which every prefix is balanced across strata (round-robin over shuffled strata).
 
-    Without ``stratify_by`` the loader's order is kept, so ``--limit N`` means "the first N items".
+    The unit of shuffling is a scoring group (``Sample.group``: an MME image pair, an MMBench circular
+    group) or else a single sample; a group's members stay adjacent and in loader order. Without
+    ``stratify_by`` the loader's order is kept, so ``--limit N`` means "the first N items".
     """
     if not stratify_by:
         return list(samples)
-    rng = random.Random(seed)
-    strata: dict[str, list[Sample]] = defaultdict(list)
+    units: dict[str, list[Sample]] = {}
     for sample in samples:
-        strata[str(getattr(sample, stratify_by))].append(sample)
+        units.setdefault(sample.group if sample.group is not None else f"id:{sample.id}", []).append(sample)
+    strata: dict[str, list[list[Sample]]] = defaultdict(list)
+    for members in units.values():
+        strata[str(getattr(members[0], stratify_by))].append(members)
+    rng = random.Random(seed)
     queues = []
     for name in sorted(strata):
         members = strata[name][:]
@@ -93,7 +98,7 @@ def stratified_order(samples: Sequence[Sample], seed: int, stratify_by: str | No
     while any(queues):
         for queue in queues:
             if queue:
-                ordered.append(queue.pop(0))
+                ordered.extend(queue.pop(0))
     return ordered
 
 

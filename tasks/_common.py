@@ -5,8 +5,6 @@ from __future__ import annotations
 import hashlib
 import io
 import math
-import random
-from collections import defaultdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 
@@ -97,33 +95,3 @@ def generated_texts(
         generation = generations.get(sample.id)
         if generation is not None and generation.ok:
             yield sample, generation.text  # type: ignore[misc]  # ok implies text is a str
-
-
-def interleave_groups(samples: Sequence[Sample], seed: int | None) -> list[Sample]:
-    """Reorder so that any prefix holds whole groups, balanced across categories.
-
-    The runner's ``--limit`` takes a prefix of the loader's order when ``stratify_by`` is null; for
-    tasks scored per group (MME image pairs, MMBench circular copies) a prefix must not split groups.
-    Groups are shuffled within their category with ``seed``, then taken round-robin over the sorted
-    categories; rows inside a group keep their order. ``seed=None`` keeps the dataset order.
-    """
-    if seed is None:
-        return list(samples)
-    groups: dict[str, list[Sample]] = {}
-    for sample in samples:
-        groups.setdefault(sample.group or sample.id, []).append(sample)
-    by_category: dict[str, list[list[Sample]]] = defaultdict(list)
-    for members in groups.values():
-        by_category[members[0].category or ""].append(members)
-    rng = random.Random(seed)
-    queues = []
-    for category in sorted(by_category):
-        members = by_category[category]
-        rng.shuffle(members)
-        queues.append(members)
-    ordered: list[Sample] = []
-    while any(queues):
-        for queue in queues:
-            if queue:
-                ordered.extend(queue.pop(0))
-    return ordered

@@ -18,7 +18,7 @@ from typing import Mapping, Sequence
 
 from harness.metrics import accuracy_metrics, rate
 from harness.records import Generation, Judgement, MetricValue, Sample
-from tasks._common import generated_texts, interleave_groups, is_missing, load_hf_split, rows_with_images
+from tasks._common import generated_texts, is_missing, load_hf_split, rows_with_images
 
 CIRCULAR_STRIDE = 1_000_000
 OPTION_LETTERS = "ABCDE"
@@ -82,12 +82,11 @@ def load_mmbench(
     split: str = "dev",
     data_files: str | list[str] | None = None,
     cache_dir: str | None = None,
-    order_seed: int | None = 0,
 ) -> list[Sample]:
     """Every row (original and circular copies); id = the row's ``index``.
 
-    Rows are ordered by question, original first, with questions interleaved across categories (see
-    ``interleave_groups``), so that ``--limit`` with ``stratify_by: null`` keeps circular groups whole.
+    Rows are ordered by question, original first; the runner's stratified order
+    (``stratify_by: category``) shuffles whole circular groups and ``--limit`` never splits one.
     """
     dataset = load_hf_split(path, name, split, data_files, cache_dir)
     samples = []
@@ -114,7 +113,7 @@ def load_mmbench(
             )
         )
     samples.sort(key=lambda sample: (int(sample.group), sample.meta["circular_pass"]))
-    return interleave_groups(samples, order_seed)
+    return samples
 
 
 def mmbench_metrics(

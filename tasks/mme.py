@@ -14,7 +14,7 @@ from typing import Iterable, Mapping, Sequence
 
 from harness.metrics import accuracy_metrics, rate
 from harness.records import Generation, Judgement, MetricValue, Sample
-from tasks._common import interleave_groups, load_hf_split, rows_with_images
+from tasks._common import load_hf_split, rows_with_images
 
 # LLaVA-1.5's MME protocol (docs/Evaluation.md): the question as given, then this line.
 PROMPT_SUFFIX = "\nAnswer the question using a single word or phrase."
@@ -51,13 +51,12 @@ def load_mme(
     split: str = "test",
     data_files: str | list[str] | None = None,
     cache_dir: str | None = None,
-    order_seed: int | None = 0,
 ) -> list[Sample]:
     """MME questions; ``group`` is the image key (HF ``question_id``, shared by a pair).
 
     Sample ids are ``<question_id>/q<k>``, k = the question's position among its image's questions.
-    The order keeps each image's pair together and interleaves subtasks (see ``interleave_groups``),
-    so that ``--limit`` with ``stratify_by: null`` gives complete pairs from every subtask.
+    Dataset order; the runner's stratified order (``stratify_by: category``) shuffles whole pairs and
+    interleaves subtasks, and ``--limit`` never splits a pair.
     """
     dataset = load_hf_split(path, name, split, data_files, cache_dir)
     seen: dict[str, int] = defaultdict(int)
@@ -78,7 +77,7 @@ def load_mme(
                 meta={"question_id": key, "question": row["question"]},
             )
         )
-    return interleave_groups(samples, order_seed)
+    return samples
 
 
 @dataclass

@@ -69,20 +69,27 @@ DATASET_ORDER = [
 def test_mme_loader_dataset_order(tmp_path):
     samples = load_mme(
         "mme", path="parquet", split="train", data_files=str(FIXTURES / "mme_tiny.parquet"),
-        cache_dir=str(tmp_path / "hf"), order_seed=None,
+        cache_dir=str(tmp_path / "hf"),
     )
     assert [s.id for s in samples] == DATASET_ORDER
 
 
-def test_mme_loader_interleaves_whole_pairs(mme_samples):
-    ids = [s.id for s in mme_samples]
-    assert sorted(ids) == sorted(DATASET_ORDER)
-    groups = [s.group for s in mme_samples]
-    # pairs stay adjacent, q0 before q1
-    assert groups[0::2] == groups[1::2]
-    assert all(i.endswith("/q0") for i in ids[0::2])
+def test_mme_limit_order_keeps_pairs_and_interleaves_subtasks(mme_samples):
+    from harness import registries
+    from harness.runner import select_samples
+
+    spec = registries.tasks().get("mme")
+    assert spec.stratify_by == "category"
+    ordered = select_samples(spec, mme_samples, "all")
+    assert sorted(s.id for s in ordered) == sorted(DATASET_ORDER)
+    groups = [s.group for s in ordered]
+    assert groups[0::2] == groups[1::2]  # pairs stay adjacent, q0 before q1
+    assert all(s.id.endswith("/q0") for s in ordered[0::2])
     # round-robin over sorted subtasks: code_reasoning's only image first, then an existence image
-    assert [s.category for s in mme_samples[0::2]] == ["code_reasoning", "existence", "existence"]
+    assert [s.category for s in ordered[0::2]] == ["code_reasoning", "existence", "existence"]
+    # a limit that cuts a pair is completed to the whole pair
+    assert [s.id for s in select_samples(spec, mme_samples, 3)][:4] == [s.id for s in ordered[:4]]
+    assert len(select_samples(spec, mme_samples, 3)) == 4
 
 
 def test_mme_loader(mme_samples, isolated_cache):
@@ -209,7 +216,7 @@ def test_mmbench_order_keeps_circular_groups_whole(mmbench_samples, tmp_path):
     assert [mmbench_samples[groups.index(g)].category for g in runs] == ["image_scene", "ocr", "image_scene"]
     unordered = load_mmbench(
         "mmbench", path="parquet", name=None, split="train", data_files=str(FIXTURES / "mmbench_tiny.parquet"),
-        cache_dir=str(tmp_path / "hf2"), order_seed=None,
+        cache_dir=str(tmp_path / "hf2"),
     )
     assert [s.id for s in unordered] == [
         "0", "1000000", "2000000", "3000000", "1", "1000001", "2000001", "3000001", "2", "1000002"

@@ -18,8 +18,8 @@ EXPECTED = {
     "figstep-tiny-text": ("keyword-gcg", 64, None, "category", "harness.metrics:safety_metrics"),
     "xstest": ("keyword-gcg", 64, 100, "harmful", "harness.metrics:safety_metrics"),
     "easyvqa": (None, 8, 200, "category", "tasks.easyvqa:easyvqa_metrics"),
-    "mme": (None, 16, None, None, "tasks.mme:mme_metrics"),
-    "mmbench": (None, 16, None, None, "tasks.mmbench:mmbench_metrics"),
+    "mme": (None, 16, None, "category", "tasks.mme:mme_metrics"),
+    "mmbench": (None, 16, None, "category", "tasks.mmbench:mmbench_metrics"),
 }
 
 
