@@ -36,7 +36,9 @@ class JsonRecord:
 
 @dataclass
 class GenerationSettings(JsonRecord):
-    """Decoding settings. Greedy only: sampled outputs are not reproducible and are never cached."""
+    """Decoding settings of the final answer. The model decodes greedily; a defense that samples
+    internally (ETA's best-of-N) seeds its generator from the request, so its output is reproducible and
+    cached like any other."""
 
     max_new_tokens: int = 64
     batch_size: int = 1
