@@ -190,19 +190,8 @@ def render_messages(adapter: "VLMAdapter", request: "Request", *, add_generation
 
 
 def encode_texts(adapter: "VLMAdapter", texts: Sequence[str], images: Sequence[str | None]) -> dict[str, torch.Tensor]:
-    """Model inputs for already-rendered prompt texts (left padded, on the adapter's device and dtype)."""
-    from harness.images import load_rgb
-
-    kwargs: dict[str, Any] = {"text": list(texts), "padding": True, "return_tensors": "pt"}
-    loaded = [load_rgb(image) for image in images if image]
-    if loaded:
-        kwargs["images"] = loaded
-    batch = adapter.processor(**kwargs)
-    return {
-        name: value.to(adapter.device, dtype=adapter.dtype if value.is_floating_point() else None)
-        for name, value in batch.items()
-        if isinstance(value, torch.Tensor)
-    }
+    """Model inputs for already-rendered prompt texts: the adapter's own encoding path."""
+    return adapter.encode_texts(list(texts), list(images))
 
 
 # ----------------------------------------------------------------------------------- reading states

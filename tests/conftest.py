@@ -25,3 +25,22 @@ def isolated_dirs(tmp_path, monkeypatch):
     monkeypatch.setenv("HARNESS_RESULTS_DIR", str(results))
     monkeypatch.setenv("HARNESS_REPORTS_DIR", str(reports))
     return results, reports
+
+
+_LOADED_TINY: dict = {}
+
+
+@pytest.fixture
+def reuse_loaded_models(monkeypatch):
+    """Load each tiny model once per test session (defenses leave the adapter as they found it)."""
+    import harness.models.tiny as tiny
+
+    real = tiny.build_tiny
+
+    def cached(spec, dtype="auto", device="auto"):
+        key = (spec.name, dtype, device)
+        if key not in _LOADED_TINY:
+            _LOADED_TINY[key] = real(spec, dtype=dtype, device=device)
+        return _LOADED_TINY[key]
+
+    monkeypatch.setattr(tiny, "build_tiny", cached)

@@ -21,23 +21,6 @@ from harness.scorers import build_scorer
 from harness.scorers.hf import ProtectorDetector, require_peft
 
 TINY_MODELS = ["tiny-random-llava-ov", "tiny-random-qwen2-vl"]
-_LOADED: dict = {}
-
-
-@pytest.fixture
-def reuse_loaded_models(monkeypatch):
-    """Load each tiny model once per module (defenses leave the adapter as they found it)."""
-    import harness.models.tiny as tiny
-
-    real = tiny.build_tiny
-
-    def cached(spec, dtype="auto", device="auto"):
-        key = (spec.name, dtype, device)
-        if key not in _LOADED:
-            _LOADED[key] = real(spec, dtype=dtype, device=device)
-        return _LOADED[key]
-
-    monkeypatch.setattr(tiny, "build_tiny", cached)
 
 
 @pytest.fixture

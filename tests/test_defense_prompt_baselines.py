@@ -30,23 +30,6 @@ FIGSTEP_QUERY = (
 )
 
 
-_LOADED: dict = {}
-
-
-@pytest.fixture
-def reuse_loaded_models(monkeypatch):
-    """Load each tiny model once per module (defenses leave the adapter as they found it)."""
-    import harness.models.tiny as tiny
-
-    real = tiny.build_tiny
-
-    def cached(spec, dtype="auto", device="auto"):
-        key = (spec.name, dtype, device)
-        if key not in _LOADED:
-            _LOADED[key] = real(spec, dtype=dtype, device=device)
-        return _LOADED[key]
-
-    monkeypatch.setattr(tiny, "build_tiny", cached)
 
 
 def request(prompt="Tell me a joke.", system=None, image="x.png"):

@@ -112,14 +112,14 @@ class VLMAdapter:
         """The model inputs ``generate`` uses for these requests, on the model's device and dtype."""
         if not requests:
             raise ValueError("encode() needs at least one request")
-        kwargs: dict[str, Any] = {
-            "text": [self.prompt_text(request) for request in requests],
-            "padding": True,
-            "return_tensors": "pt",
-        }
-        images = [load_rgb(request.image) for request in requests if request.image]
-        if images:
-            kwargs["images"] = images
+        return self.encode_texts([self.prompt_text(request) for request in requests], [request.image for request in requests])
+
+    def encode_texts(self, texts: list[str], images: list[str | None]) -> dict[str, torch.Tensor]:
+        """Model inputs for already-rendered prompt texts (left padded, on the model's device and dtype)."""
+        kwargs: dict[str, Any] = {"text": list(texts), "padding": True, "return_tensors": "pt"}
+        loaded = [load_rgb(image) for image in images if image]
+        if loaded:
+            kwargs["images"] = loaded
         batch = self.processor(**kwargs)
         return {
             name: value.to(self.device, dtype=self.dtype if value.is_floating_point() else None)
