@@ -58,14 +58,19 @@ def _load_font(font_path: str | Path):
     return ImageFont.truetype(str(font_path), FONT_SIZE)
 
 
-def render_figstep(instruction: str, font_path: str | Path = DEFAULT_FONT):
-    """Render one FigStep image in memory (PIL RGB image)."""
+def render_text(text: str, font_path: str | Path = DEFAULT_FONT):
+    """Draw ``text`` (lines separated by newlines) FigStep's way: font, size, canvas, position, spacing."""
     from PIL import Image, ImageDraw
 
     font = _load_font(font_path)
     image = Image.new("RGB", CANVAS_SIZE, "#FFFFFF")
-    ImageDraw.Draw(image).text(TEXT_XY, figstep_text(instruction), spacing=LINE_SPACING, font=font, fill="#000000")
+    ImageDraw.Draw(image).text(TEXT_XY, text, spacing=LINE_SPACING, font=font, fill="#000000")
     return image
+
+
+def render_figstep(instruction: str, font_path: str | Path = DEFAULT_FONT):
+    """Render one FigStep image in memory (PIL RGB image)."""
+    return render_text(figstep_text(instruction), font_path)
 
 
 def image_name(row: dict[str, str]) -> str:

@@ -193,7 +193,8 @@ def test_fingerprint_of_built_folder(spec, folder):
 def test_build_carries_the_committed_trained_vision_weights(adapter, folder):
     from safetensors.torch import load_file
 
-    from harness.models.smol_llava_train import WEIGHTS_FILE, file_sha256
+    from harness.images import file_sha256
+    from harness.models.smol_llava_train import WEIGHTS_FILE
 
     path, recorded = smol_llava.vision_weights()
     assert path == WEIGHTS_FILE and file_sha256(path) == recorded

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from harness.images import file_sha256
 from harness.models import smol_llava, smol_llava_train as train
 from tasks import figstep
 
@@ -154,7 +155,7 @@ def test_smoke_build_trains_saves_and_loads(tmp_path):
     """The whole build path on a scaled-down configuration: trains, writes weights + manifest, reloads."""
     out = tmp_path / "vision.safetensors"
     manifest = train.train(train.SMOKE_CONFIG, out, log=lambda *_: None)
-    assert out.is_file() and manifest["sha256"] == train.file_sha256(out)
+    assert out.is_file() and manifest["sha256"] == file_sha256(out)
     assert manifest["bytes"] < 20e6
     assert set(manifest["figures"]) == {"easyvqa", "reading", "reading_with_list"}
     assert len(manifest["losses"]["stage1_first_last"]) == 2

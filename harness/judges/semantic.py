@@ -57,12 +57,12 @@ with detail "empty response" (nothing was declined), and a failed generation rai
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
+from harness.images import file_sha256
 from harness.records import Generation, Judgement, Sample
 
 if TYPE_CHECKING:
@@ -110,10 +110,6 @@ def read_labels(path: str | Path) -> list[LabelledResponse]:
             raise ValueError(f"{path}:{number}: label must be one of {LABELS}, got {row.get('label')!r}")
         rows.append(LabelledResponse(id=row["id"], text=row["text"], label=row["label"], kind=row.get("kind", "")))
     return rows
-
-
-def file_sha256(path: str | Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 # -------------------------------------------------------------------------------------- embedding

@@ -81,7 +81,7 @@ def is_built(folder: Path) -> bool:
         return False
     try:
         return json.loads(info.read_text()).get("vision_sha256") == vision_weights()[1]
-    except (OSError, ValueError, FileNotFoundError):
+    except (OSError, ValueError):  # unreadable info, or no committed weights (FileNotFoundError)
         return False
 
 
@@ -123,7 +123,7 @@ def load_vision_weights(model: Any) -> str:
     import torch
     from safetensors.torch import load_file
 
-    from harness.models.smol_llava_train import file_sha256
+    from harness.images import file_sha256
 
     path, recorded = vision_weights()
     actual = file_sha256(path)

@@ -36,11 +36,13 @@ import textwrap
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
-GRID = 10  # visual tokens per side: 100 in all
-IMAGE_SIZE = 240
-PATCH_SIZE = IMAGE_SIZE // GRID
+from harness.images import file_sha256
+from harness.models.smol_llava import IMAGE_SIZE, PATCH_SIZE
+from tasks.easyvqa import PROMPT_SUFFIX
+
+GRID = IMAGE_SIZE // PATCH_SIZE  # visual tokens per side: 100 in all
 CANVAS = 760  # FigStep's canvas; a grid row covers one 75-px text line
 READ_INSTRUCTIONS = (
     "Read the text in the image.",
@@ -49,7 +51,6 @@ READ_INSTRUCTIONS = (
     "What is written in the image?",
 )
 EVAL_READ_INSTRUCTION = READ_INSTRUCTIONS[0]
-EASYVQA_SUFFIX = "\nAnswer with a single word."  # tasks/easyvqa.py PROMPT_SUFFIX
 HEADS = ("Steps to", "Methods to", "Ways to", "How to", "List of", "Tips for", "Guide to", "Ideas for")
 SHORT_WORDS = ("a", "to", "of", "in", "on", "at", "by", "or", "an", "is", "it", "as", "up", "no", "my", "we")
 HELD_OUT_BUCKETS = 5
@@ -57,8 +58,6 @@ MAX_EVAL_WORDS = 6
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 WEIGHTS_FILE = WEIGHTS_DIR / "smol_llava_vision.safetensors"
 MANIFEST_FILE = WEIGHTS_DIR / "smol_llava_vision.json"
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 @dataclass(frozen=True)
@@ -216,24 +215,26 @@ def processor_pixels(image: Any) -> Any:
     """
     import numpy as np
     from PIL import Image
+    from transformers.utils.constants import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD  # CLIPImageProcessor's defaults
 
     array = np.asarray(image.convert("RGB").resize((IMAGE_SIZE, IMAGE_SIZE), Image.BICUBIC), dtype=np.float32)
-    array = (array / 255.0 - np.asarray(CLIP_MEAN, dtype=np.float32)) / np.asarray(CLIP_STD, dtype=np.float32)
+    array = (array / 255.0 - np.asarray(OPENAI_CLIP_MEAN, dtype=np.float32)) / np.asarray(OPENAI_CLIP_STD, dtype=np.float32)
     return array.transpose(2, 0, 1)
 
 
 def render_lines(lines: Sequence[str]) -> Any:
-    """FigStep's renderer (tasks/figstep.py) for arbitrary lines: font, size, canvas, position, spacing."""
-    from PIL import Image, ImageDraw
+    """FigStep's renderer (tasks/figstep.py) for arbitrary lines."""
+    from tasks.figstep import render_text
 
-    from tasks.figstep import CANVAS_SIZE, DEFAULT_FONT, LINE_SPACING, TEXT_XY, _load_font
-
-    image = Image.new("RGB", CANVAS_SIZE, "#FFFFFF")
-    ImageDraw.Draw(image).text(TEXT_XY, "\n".join(lines), spacing=LINE_SPACING, font=_load_font(DEFAULT_FONT), fill="#000000")
-    return image
+    return render_text("\n".join(lines))
 
 
 # ------------------------------------------------------------------------------------------ model parts
+def image_turn(prompt: str) -> list[dict[str, Any]]:
+    """One user turn: the image, then ``prompt`` (as the harness's adapter sends it)."""
+    return [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
+
+
 @dataclass
 class Parts:
     """What training needs from a built smol-llava: the model, its tokenizer and the chat pieces."""
@@ -248,8 +249,7 @@ class Parts:
 
     def prompt_ids(self, prompt: str) -> tuple[list[int], list[int]]:
         """Token ids before and after the image in the chat template's rendering of an image + ``prompt`` turn."""
-        messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
-        text = self.processor.apply_chat_template(messages, add_generation_prompt=True)
+        text = self.processor.apply_chat_template(image_turn(prompt), add_generation_prompt=True)
         before, after = text.split(self.processor.image_token)
         encode = lambda piece: self.tokenizer(piece, add_special_tokens=False)["input_ids"]  # noqa: E731
         return encode(before), encode(after)
@@ -299,7 +299,7 @@ class ExampleSource:
     def lm_example(self) -> Example:
         if self.rng.random() < self.config.easyvqa_share:
             question, answer, image = self.rng.choice(self.questions)
-            return Example(caption_cells(self.parts.tokenizer, *self.captions[image]), question + EASYVQA_SUFFIX, answer)
+            return Example(caption_cells(self.parts.tokenizer, *self.captions[image]), question + PROMPT_SUFFIX, answer)
         _, text, cells = self.phrase_cells()
         return Example(cells, self.rng.choice(READ_INSTRUCTIONS), text)
 
@@ -436,9 +436,10 @@ def train_tower(parts: Parts, source: ExampleSource, blanks: Any, config: TrainC
     )
     # Classification over every vector a cell can hold (cosine, temperature 0.05) sharpens the
     # regression: the language model must see the right token, not an average of two.
-    vocabulary = sorted({t for w in source.words for t in parts.tokenizer(f" {w}", add_special_tokens=False)["input_ids"]}
-                        | {t for h in HEADS for t in parts.tokenizer(h, add_special_tokens=False)["input_ids"]})
-    extra = set()
+    known = {t for w in source.words for t in parts.tokenizer(f" {w}", add_special_tokens=False)["input_ids"]} | {
+        t for h in HEADS for t in parts.tokenizer(h, add_special_tokens=False)["input_ids"]
+    }
+    vocabulary: list[int] = []
     losses = []
     model.train()
     try:
@@ -446,13 +447,11 @@ def train_tower(parts: Parts, source: ExampleSource, blanks: Any, config: TrainC
             batch = [source.image_example() for _ in range(config.tower_batch)]
             pixels = torch.tensor(np.stack([pixels for pixels, _ in batch]))
             targets = torch.stack([visual_targets(blanks, embeddings, cells) for _, cells in batch])
-            for _, cells in batch:
-                extra.update(token for token, _ in cells if token not in vocabulary)
-            if extra:
-                vocabulary = sorted(set(vocabulary) | extra)
-                extra = set()
-            table = torch.cat([embeddings[torch.tensor(vocabulary)].float(), blanks])
-            index = {token: i for i, token in enumerate(vocabulary)}
+            known.update(token for _, cells in batch for token, _ in cells)  # list digits, punctuation, captions
+            if len(known) != len(vocabulary):
+                vocabulary = sorted(known)
+                table = torch.cat([embeddings[torch.tensor(vocabulary)].float(), blanks])
+                index = {token: i for i, token in enumerate(vocabulary)}
             classes = torch.arange(GRID * GRID).repeat(len(batch), 1) + len(vocabulary)
             for b, (_, cells) in enumerate(batch):
                 for token, cell in cells:
@@ -494,9 +493,7 @@ def generate(parts: Parts, prompts: Sequence[str], images: Sequence[Any], max_ne
     tokenizer.padding_side = "left"
     for start in range(0, len(prompts), batch):
         texts = [
-            parts.processor.apply_chat_template(
-                [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}], add_generation_prompt=True
-            )
+            parts.processor.apply_chat_template(image_turn(prompt), add_generation_prompt=True)
             for prompt in prompts[start : start + batch]
         ]
         inputs = parts.processor(text=texts, images=list(images[start : start + batch]), return_tensors="pt", padding=True)
@@ -544,7 +541,7 @@ def evaluate_easyvqa(parts: Parts, count: int, seed: int = 0) -> dict[str, Any]:
 
     questions, answers, image_ids, paths = easyvqa_split("test")
     chosen = random.Random(seed).sample(range(len(questions)), count)
-    prompts = [questions[i] + EASYVQA_SUFFIX for i in chosen]
+    prompts = [questions[i] + PROMPT_SUFFIX for i in chosen]
     images = []
     for i in chosen:
         with Image.open(paths[image_ids[i]]) as picture:
@@ -565,14 +562,6 @@ def vision_state(model: Any) -> dict[str, Any]:
         for name, tensor in module.state_dict().items():
             state[prefix + name] = tensor.detach().to(torch.float16).contiguous()
     return state
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def train(config: TrainConfig = TrainConfig(), out: Path | None = WEIGHTS_FILE, log=print) -> dict[str, Any]:
