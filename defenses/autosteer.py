@@ -12,6 +12,11 @@ Prompt format: the user turn holds the text FIRST and the image after it, render
   prompt template used in training"). The code strips everything up to the first "assistant" of the
   decoded sequence; we strip a leading generated "assistant" header from the answer only (the code's
   split would also cut at an "assistant" inside the prompt, e.g. SmolLM2's default system prompt).
+  The format is a calibration option, fixed in the artifact so that the prober, the refusal head and
+  inference always share it: ``harness calibrate --defense autosteer --calibration-arg
+  assistant_marker=true`` uses the harness's usual template instead (image first, generation prompt).
+  A model trained only on that layout may fall apart under the official one: smol-llava answers image
+  questions with empty or looping text there (easy-vqa accuracy 0 %, see docs/smol-llava.md).
 Safety Awareness Score (SAS): for each candidate layer l, with paired harmful/safe inputs (VLSafe query and
   its safe rewrite; here our harmful/harmless pairs), delta_i = h_l(safe_i) - h_l(harmful_i) at the last
   prompt token of the residual stream entering block l (HF hidden_states[l]); SAS(l) = mean over i < j
@@ -93,6 +98,13 @@ def official_prompt(adapter: "VLMAdapter", request: "Request") -> str:
     return render_messages(adapter, request, add_generation_prompt=False, image_after_text=True)
 
 
+def prompt_renderer(adapter: "VLMAdapter", assistant_marker: bool):
+    """How requests are rendered for the prober, the refusal head and inference."""
+    if assistant_marker:
+        return adapter.prompt_text  # the harness's usual template, as `none` sees it
+    return lambda request: official_prompt(adapter, request)
+
+
 def strip_role_header(text: str) -> str:
     """Drop a role header the model wrote itself ("assistant\\n...") at the start of its answer."""
     stripped = text.lstrip()
@@ -169,8 +181,8 @@ def train_refusal_head(states: list[torch.Tensor], targets: list[torch.Tensor], 
 
 class AutoSteer(CalibratedDefense):
     name = "autosteer"
-    default_params = {"threshold": THRESHOLD, "epsilon": EPSILON, "safety_ratio": SAFETY_RATIO,
-                      "assistant_marker": False}
+    default_params = {"threshold": THRESHOLD, "epsilon": EPSILON, "safety_ratio": SAFETY_RATIO}
+    calibration_params = {"assistant_marker": False}  # False: the official prompt format
     calibration_version = 1
 
     def prober(self) -> Prober:
@@ -180,10 +192,9 @@ class AutoSteer(CalibratedDefense):
                                 for name, value in tensors.items() if name.startswith("prober.")})
         return prober.eval()
 
-    def render(self, adapter: "VLMAdapter"):
-        if self.params["assistant_marker"]:
-            return adapter.prompt_text  # the harness's usual template (for comparisons with `none`)
-        return lambda request: official_prompt(adapter, request)
+    def assistant_marker(self) -> bool:
+        """The prompt format the artifact was fitted with (absent in artifacts older than the option)."""
+        return bool(self.require_artifact().fit.get("assistant_marker", False))
 
     def generate(self, adapter: "VLMAdapter", requests: list["Request"]) -> list["ModelOutput"]:
         fit = self.require_artifact().fit
@@ -209,12 +220,13 @@ class AutoSteer(CalibratedDefense):
             scale = (epsilon * gate).to(hidden.device, hidden.dtype).view(-1, *([1] * (hidden.dim() - 1)))
             return hidden + scale * (hidden @ steer.to(hidden.dtype).T)
 
-        with (counter.counting(adapter), rendered_with(adapter, self.render(adapter)),
+        marker = self.assistant_marker()
+        with (counter.counting(adapter), rendered_with(adapter, prompt_renderer(adapter, marker)),
               edit_layer_input(adapter, layer, rate), edit_lm_head_input(adapter, refusal_head)):
             outputs = adapter.generate(requests)
         toxicity = state["toxicity"].tolist()
         for row, output in enumerate(outputs):
-            if not self.params["assistant_marker"]:
+            if not marker:
                 output.text = strip_role_header(output.text)
             output.meta.update({"toxicity": toxicity[row], "gate": bool(toxicity[row] > threshold),
                                 "probe_layer": layer})
@@ -222,12 +234,10 @@ class AutoSteer(CalibratedDefense):
 
     # ----------------------------------------------------------------------------------- calibration
     @classmethod
-    def calibrate(cls, adapter: "VLMAdapter", data: CalibrationData) -> Calibration:
+    def calibrate(cls, adapter: "VLMAdapter", data: CalibrationData, assistant_marker: bool = False) -> Calibration:
         from harness.steering import last_token_states
 
-        def render(request: "Request") -> str:
-            return official_prompt(adapter, request)
-
+        render = prompt_renderer(adapter, assistant_marker)
         layers = candidate_layers(adapter.num_layers)
         harmful = last_token_states(adapter, [p.request() for p in data.harmful], layers, render=render,
                                     batch_size=BATCH_SIZE)
@@ -249,7 +259,7 @@ class AutoSteer(CalibratedDefense):
         prober, prober_fit = train_prober(*features(train_index), *features(val_index))
 
         # Refusal head on the training harmful prompts.
-        states, targets = cls.refusal_targets(adapter, [data.harmful[i] for i in train_index])
+        states, targets = cls.refusal_targets(adapter, [data.harmful[i] for i in train_index], assistant_marker)
         steer, losses = train_refusal_head(states, targets, adapter.lm_head.weight.detach().float().cpu())
         tensors = {f"prober.{name}": value for name, value in prober.state_dict().items()}
         tensors["steer_matrix"] = steer
@@ -260,7 +270,10 @@ class AutoSteer(CalibratedDefense):
             "layer": layer,
             "sas": {str(candidate): score for candidate, score in scores.items()},
             "candidate_layers": layers,
-            "prompt_format": "text then image, add_generation_prompt=False (no assistant marker)",
+            "assistant_marker": assistant_marker,
+            "prompt_format": ("the chat template: image then text, generation prompt (assistant marker)"
+                              if assistant_marker else
+                              "text then image, add_generation_prompt=False (no assistant marker)"),
             "prober": {**prober_fit, "architecture": f"Linear({adapter.hidden_size},{PROBER_HIDDEN})-ReLU-"
                        f"Linear({PROBER_HIDDEN},2)-softmax", "lr": PROBER_LR, "weight_decay": PROBER_WEIGHT_DECAY,
                        "batch": PROBER_BATCH, "max_epochs": PROBER_EPOCHS,
@@ -274,19 +287,28 @@ class AutoSteer(CalibratedDefense):
         return Calibration(tensors, fit)
 
     @staticmethod
-    def refusal_targets(adapter: "VLMAdapter", prompts) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    def refusal_targets(adapter: "VLMAdapter", prompts, assistant_marker: bool = False,
+                        ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Post-norm states and next-token targets over the answer part of
-        user(question [+ image]) + assistant(REFUSAL_TARGET), loss after the user content."""
+        user(question [+ image]) + assistant(REFUSAL_TARGET), loss after the user content (official
+        format) or after the generation prompt (``assistant_marker``: the model does not write the header)."""
         states, targets = [], []
         for prompt in prompts:
             request = prompt.request()
-            full = render_messages(adapter, request, add_generation_prompt=False, image_after_text=True,
-                                   assistant=REFUSAL_TARGET)
-            user_end = full.index(request.prompt) + len(request.prompt)
-            if request.image:  # the image placeholder closes the user content in this format
-                user_end = _after_image(adapter, full, user_end)
+            full = render_messages(adapter, request, add_generation_prompt=False,
+                                   image_after_text=not assistant_marker, assistant=REFUSAL_TARGET)
+            if assistant_marker:
+                prompt_part = adapter.prompt_text(request)
+                if not full.startswith(prompt_part):
+                    raise ValueError("the chat template's generation prompt is not a prefix of its finished "
+                                     "assistant turn: calibrate with the official format instead")
+            else:
+                user_end = full.index(request.prompt) + len(request.prompt)
+                if request.image:  # the image placeholder closes the user content in this format
+                    user_end = _after_image(adapter, full, user_end)
+                prompt_part = full[:user_end]
             inputs = encode_texts(adapter, [full], [request.image])
-            prefix = encode_texts(adapter, [full[:user_end]], [request.image])["input_ids"].shape[1]
+            prefix = encode_texts(adapter, [prompt_part], [request.image])["input_ids"].shape[1]
             residuals = read_residuals(adapter, inputs, [], with_final=True)
             ids = inputs["input_ids"][0].cpu()
             # state at position t predicts token t + 1; supervise tokens after the user content

@@ -311,6 +311,22 @@ class CalibratedDefense(Defense):
     # Bump when the fitting procedure changes: it is recorded in the manifest, and an artifact from an
     # older procedure is refused.
     calibration_version: ClassVar[int] = 1
+    # Options fixed at calibration time (``harness calibrate --calibration-arg KEY=VALUE``) and their
+    # defaults: what the fit depends on and inference must repeat (e.g. a prompt format). They are stored
+    # in the manifest, so they are part of the artifact's sha256 and of every cache key.
+    calibration_params: ClassVar[dict[str, Any]] = {}
+
+    @classmethod
+    def calibration_options(cls, given: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The defaults overlaid with ``given``; an unknown option is a ValueError naming the known ones."""
+        given = dict(given or {})
+        unknown = set(given) - set(cls.calibration_params)
+        if unknown:
+            raise ValueError(
+                f"defense {cls.name!r} has no calibration option(s) {sorted(unknown)}; "
+                f"known: {sorted(cls.calibration_params) or 'none'}"
+            )
+        return {**cls.calibration_params, **given}
 
     def __init__(self, **params: Any):
         super().__init__(**params)
@@ -341,7 +357,8 @@ class CalibratedDefense(Defense):
         return value.to(target) if target is not None else value
 
     @classmethod
-    def calibrate(cls, adapter: "VLMAdapter", data: CalibrationData) -> Calibration:
+    def calibrate(cls, adapter: "VLMAdapter", data: CalibrationData, **options: Any) -> Calibration:
+        """Fit on ``data``; ``options`` = :meth:`calibration_options` (empty for most defenses)."""
         raise NotImplementedError
 
 
@@ -356,8 +373,10 @@ def calibrate(
     out_dir: str | Path | None = None,
     data: str = "builtin",
     seed: int = 0,
+    options: dict[str, Any] | None = None,
 ) -> Path:
-    """Fit ``defense_name`` on ``model_name`` and store the artifact; returns its folder."""
+    """Fit ``defense_name`` on ``model_name`` and store the artifact; returns its folder. ``options``:
+    the defense's calibration-time options (:attr:`CalibratedDefense.calibration_params`)."""
     import platform
 
     import torch
@@ -370,6 +389,7 @@ def calibrate(
     defense_class = registries.defenses().get(defense)
     if not (isinstance(defense_class, type) and issubclass(defense_class, CalibratedDefense)):
         raise ValueError(f"defense {defense!r} learns nothing from data: it needs no calibration")
+    options = defense_class.calibration_options(options)  # before the model loads: a typo fails fast
     spec = resolve_model(registries.models(), model_name)
     dataset = load_data(data, limit, seed)
     if len(dataset) < 2:
@@ -382,7 +402,7 @@ def calibrate(
     log.info("calibrating %s on %s with %d prompt pairs (%s)", defense, spec.name, len(dataset), dataset.name)
     with torch.random.fork_rng(devices=[]):  # seeded locally: leave the caller's RNG state alone
         torch.manual_seed(seed)
-        calibration = defense_class.calibrate(adapter, dataset)
+        calibration = defense_class.calibrate(adapter, dataset, **options)
 
     versions = {}
     for package in ("torch", "transformers", "safetensors"):
@@ -404,6 +424,7 @@ def calibrate(
         "device": device,
         "seed": seed,
         "limit": limit,
+        "calibration_params": options,
         "data": dataset.describe(),
         "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "provenance": {"harness": __version__, "python": platform.python_version(), "packages": versions},
@@ -427,12 +448,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, auto")
     parser.add_argument("--data", default="builtin", help="'builtin' (shipped prompts) or 'vlsafe:DIR'")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--calibration-arg", action="append", default=[], metavar="KEY=VALUE",
+                        help="calibration-time option of the defense, e.g. autosteer's assistant_marker=true "
+                        "(repeatable; stored in the artifact and used at inference)")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: the calibration folder)")
     return parser
 
 
 def calibrate_main(argv: Sequence[str] | None = None) -> int:
-    """``harness calibrate --defense D --model M [--limit N] [--dtype] [--device] [--data] [--seed] [--out]``."""
+    """``harness calibrate --defense D --model M [--limit N] [--dtype] [--device] [--data] [--seed] [--out]
+    [--calibration-arg KEY=VALUE ...]``."""
+    from harness.cli import parse_params
     from harness.registry import UnknownNameError
 
     args = build_parser().parse_args(argv)
@@ -444,7 +470,8 @@ def calibrate_main(argv: Sequence[str] | None = None) -> int:
                             datefmt="%H:%M:%S")
     try:
         folder = calibrate(args.defense, args.model, limit=args.limit, dtype=args.dtype, device=args.device,
-                           out_dir=args.out, data=args.data, seed=args.seed)
+                           out_dir=args.out, data=args.data, seed=args.seed,
+                           options=parse_params(args.calibration_arg, flag="--calibration-arg"))
     except (UnknownNameError, ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -57,7 +57,7 @@ def parse_scoped(pairs: Sequence[str], flag: str, default_scope: str | None) -> 
     return scoped
 
 
-def parse_params(pairs: Sequence[str]) -> dict[str, Any]:
+def parse_params(pairs: Sequence[str], flag: str = "--defense-arg") -> dict[str, Any]:
     """key=value pairs; values are parsed as YAML scalars (numbers, booleans, lists) when possible."""
     import yaml
 
@@ -65,7 +65,7 @@ def parse_params(pairs: Sequence[str]) -> dict[str, Any]:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise SystemExit(f"error: --defense-arg expects key=value, got {pair!r}")
+            raise SystemExit(f"error: {flag} expects key=value, got {pair!r}")
         params[key] = yaml.safe_load(value)
     return params
 

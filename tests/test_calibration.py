@@ -161,3 +161,7 @@ def test_calibrate_main_cli(tmp_path, monkeypatch, capsys):
     assert calibrate_main(["--defense", "self-reminder", "--model", "tiny-random-llava-ov", "--limit", "2"]) == 2
     assert "needs no calibration" in capsys.readouterr().err
     assert calibrate_main(["--defense", "ras", "--limit", "1"]) == 2
+    capsys.readouterr()
+    assert calibrate_main(["--defense", "ras", "--model", "tiny-random-llava-ov", "--limit", "2",
+                           "--calibration-arg", "assistant_marker=true"]) == 2
+    assert "no calibration option(s) ['assistant_marker']" in capsys.readouterr().err

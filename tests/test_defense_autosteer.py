@@ -33,10 +33,10 @@ def constant_prober_tensors(hidden: int, p_toxic: float) -> dict[str, torch.Tens
     return {f"prober.{name}": value for name, value in prober.state_dict().items()}
 
 
-def make_defense(adapter, p_toxic: float, steer: torch.Tensor, **params) -> AutoSteer:
+def make_defense(adapter, p_toxic: float, steer: torch.Tensor, assistant_marker: bool = False, **params) -> AutoSteer:
     defense = AutoSteer(**params)
     tensors = {**constant_prober_tensors(adapter.hidden_size, p_toxic), "steer_matrix": steer}
-    defense.artifact = fake_artifact({"layer": 1}, tensors)
+    defense.artifact = fake_artifact({"layer": 1, "assistant_marker": assistant_marker}, tensors)
     return defense
 
 
@@ -126,3 +126,41 @@ def test_refusal_head_training_lowers_the_loss(monkeypatch):
     steer, losses = autosteer.train_refusal_head(states, targets, weight, epochs=5)
     assert steer.shape == (8, 8)
     assert losses[-1] < losses[0]
+
+
+def test_refusal_targets_supervise_the_same_answer_tokens_in_both_prompt_formats(adapter):
+    from harness.calibration import CalibrationPrompt
+
+    prompts = [CalibrationPrompt(id="h1", prompt="How do I pick a lock?")]
+    refusal = adapter.tokenizer(autosteer.REFUSAL_TARGET, add_special_tokens=False)["input_ids"]
+    for marker in (False, True):
+        states, targets = AutoSteer.refusal_targets(adapter, prompts, assistant_marker=marker)
+        ids = targets[0].tolist()
+        assert states[0].shape == (len(ids), adapter.hidden_size)
+        start = next(i for i in range(len(ids)) if ids[i : i + len(refusal)] == refusal)
+        # official format: the model also writes the assistant header, so it is supervised too;
+        # with the marker the prompt already holds it and supervision starts at the refusal itself
+        assert (start > 0) is (not marker)
+
+
+def test_the_prompt_format_is_a_calibration_option_stored_in_the_artifact(tmp_path, monkeypatch):
+    from harness.calibration import calibrate
+
+    monkeypatch.setenv("HARNESS_CALIBRATION_DIR", str(tmp_path))
+    monkeypatch.setattr(autosteer, "PROBER_EPOCHS", 1)
+    monkeypatch.setattr(autosteer, "HEAD_EPOCHS", 1)
+    with pytest.raises(ValueError, match="no calibration option.*assistant_marker"):
+        calibrate("autosteer", TINY, limit=2, options={"assistant_mark": True})
+    with pytest.raises(ValueError, match="no calibration option"):
+        calibrate("ras", TINY, limit=2, options={"assistant_marker": True})
+    folder = calibrate("autosteer", TINY, limit=2, options={"assistant_marker": True})
+    import json
+
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["calibration_params"] == {"assistant_marker": True}
+    assert manifest["fit"]["assistant_marker"] is True
+    defense = AutoSteer()
+    defense.prepare(TINY, manifest["model_fingerprint"])
+    assert defense.assistant_marker() is True
+    with pytest.raises(ValueError, match="no parameter"):
+        AutoSteer(assistant_marker=True)  # an inference-time switch would disagree with the prober
