@@ -2,6 +2,8 @@
 
     .venv/bin/python bench/defense_latency.py [--model smol-llava] [--tasks figstep-tiny,xstest,easyvqa]
         [--limit 12] [--defenses none,ras,...] [--rounds 1] [--keep DIR]
+        [--calibration-arg autosteer:assistant_marker=true]
+    .venv/bin/python bench/defense_latency.py --summarise DIR   # re-print the tables of a --keep folder
 
 Run it on an otherwise idle machine. Every defense generates the same samples (the first ``--limit``
 of each task's seeded, stratified order) into a fresh results folder and a fresh generation cache, so
@@ -13,7 +15,10 @@ round runs every defense on a slice of the samples, in a rotated order; per-samp
 rounds are pooled. The table gives, per defense: median and mean per-sample latency (prefill +
 decode, as stored in the generations), the ratio of each to ``none``, mean output tokens, and the
 safety / utility metrics of the same run (ASR, over-refusal, accuracy), so one command yields the
-issue-4 table. The 1-minute load average before and after each defense is printed too.
+issue-4 table. A second table gives the mean per task: answer lengths differ by an order of magnitude
+between tasks, so the pooled median can jump from one task's latencies to another's. The tables are
+computed from the stored runs (``--summarise`` re-prints them from a ``--keep`` folder). The 1-minute
+load average before and after each defense is printed too.
 """
 
 from __future__ import annotations
@@ -52,6 +57,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=1, help="split the samples into this many rotated rounds")
     parser.add_argument("--calibration-limit", type=int, default=None, help="--limit for each calibration")
     parser.add_argument("--keep", type=Path, default=None, help="results/cache folder to keep (default: temporary)")
+    parser.add_argument("--calibration-arg", action="append", default=[], metavar="DEFENSE:KEY=VALUE",
+                        help="calibration option of one defense (as harness calibrate --calibration-arg)")
+    parser.add_argument("--summarise", type=Path, default=None, metavar="DIR",
+                        help="print the tables of an earlier --keep folder; runs nothing")
     return parser.parse_args(argv)
 
 
@@ -61,6 +70,9 @@ def load1() -> float:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.summarise is not None:
+        print_tables(*collect(args.summarise / "results" / "runs"))
+        return 0
     work = args.keep or Path(tempfile.mkdtemp(prefix="defense-latency-"))
     work.mkdir(parents=True, exist_ok=True)
     # Fresh results, reports and generation cache: nothing may come from an earlier run.
@@ -70,9 +82,12 @@ def main(argv: list[str] | None = None) -> int:
 
     from harness import registries
     from harness.calibration import CalibratedDefense, calibrate
+    from harness.cli import parse_scoped
     from harness.runner import EvalConfig, run_eval
 
     defenses = [registries.defenses().canonical(name) for name in args.defenses.split(",") if name]
+    calibration_options = {registries.defenses().canonical(name): options for name, options in
+                           parse_scoped(args.calibration_arg, "--calibration-arg", None).items()}
     tasks = [name for name in args.tasks.split(",") if name]
     print(f"work folder: {work}\nmodel {args.model}; tasks {tasks}; {args.limit} samples per task; "
           f"defenses {defenses}; {args.rounds} round(s); threads {os.environ.get('OMP_NUM_THREADS', 'default')}")
@@ -85,13 +100,11 @@ def main(argv: list[str] | None = None) -> int:
         defense_class = registries.defenses().get(name)
         if isinstance(defense_class, type) and issubclass(defense_class, CalibratedDefense):
             start = time.perf_counter()
-            calibrate(name, args.model, limit=args.calibration_limit)
+            options = calibration_options.get(name, {})
+            calibrate(name, args.model, limit=args.calibration_limit, options=options)
             calibration_s[name] = time.perf_counter() - start
-            print(f"calibrated {name} in {calibration_s[name]:.1f} s")
+            print(f"calibrated {name} in {calibration_s[name]:.1f} s" + (f" with {options}" if options else ""))
 
-    latencies: dict[str, list[float]] = defaultdict(list)
-    output_tokens: dict[str, list[int]] = defaultdict(list)
-    metrics: dict[str, dict[tuple[str, str, str], tuple[float, int]]] = defaultdict(dict)
     slice_size = -(-args.limit // args.rounds)
     for round_index in range(args.rounds):
         limit = min(args.limit, slice_size * (round_index + 1))
@@ -99,48 +112,97 @@ def main(argv: list[str] | None = None) -> int:
         for name in order:
             before = load1()
             start = time.perf_counter()
-            # Each round extends the prefix; earlier rounds' samples are cache hits and are skipped below.
+            # Each round extends the prefix; earlier rounds' samples are cache hits, not timed again.
             result = run_eval(EvalConfig(model=args.model, tasks=tasks, defense=name,
                                          defense_params=OFFLINE_PARAMS.get(name, {}), limit=limit,
                                          batch_size=1,  # per-sample latency, not a batch's
                                          progress=False, write_report=False))
             wall = time.perf_counter() - start
             fresh = [g for g in result.generations if g.ok and not g.from_cache]
-            for generation in fresh:
-                latencies[name].append(generation.prefill_s + generation.decode_s)
-                output_tokens[name].append(generation.output_tokens)
-            for row in result.metrics:
-                if row.subset == "all":
-                    metrics[name][(row.task, row.metric, row.judge or "")] = (row.value, row.n)
             print(f"round {round_index + 1}: {name:<18} {len(fresh):3d} new generations in {wall:6.1f} s "
-                  f"(load {before:.2f} -> {load1():.2f})")
+                  f"(load {before:.2f} -> {load1():.2f})", flush=True)
 
-    base = latencies.get("none")
-    base_median = statistics.median(base) if base else float("nan")
-    base_mean = statistics.fmean(base) if base else float("nan")
     print()
-    print(f"{'defense':<18} {'n':>4} {'median s':>9} {'x none':>7} {'mean s':>8} {'x none':>7} {'out tok':>8}")
-    for name in defenses:
-        values = latencies[name]
-        if not values:
-            print(f"{name:<18}    0  (no successful generation)")
-            continue
-        median, mean = statistics.median(values), statistics.fmean(values)
-        print(f"{name:<18} {len(values):4d} {median:9.3f} {median / base_median:7.2f} {mean:8.3f} "
-              f"{mean / base_mean:7.2f} {statistics.fmean(output_tokens[name]):8.1f}")
-    print()
-    keys = sorted({key for values in metrics.values() for key in values})
-    print(f"{'defense':<18} " + " ".join(f"{task}:{metric}"[:24].rjust(24) for task, metric, _ in keys))
-    for name in defenses:
-        cells = []
-        for key in keys:
-            value = metrics[name].get(key)
-            cells.append((f"{value[0]:.1f} (n={value[1]})" if value else "-").rjust(24))
-        print(f"{name:<18} " + " ".join(cells))
+    print_tables(*collect(work / "results" / "runs"), order=defenses)
     if calibration_s:
         print("\ncalibration time (not in latency): "
               + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in calibration_s.items()))
     return 0
+
+
+# ------------------------------------------------------------------------------------------ tables
+def collect(runs_dir: Path) -> tuple[dict[str, list[tuple[str, float, int]]], dict[str, dict[tuple[str, str], tuple[float, int]]]]:
+    """From the stored runs: defense -> [(task, seconds, output tokens)] of every generation made fresh
+    (cache hits carry an earlier run's timing and are skipped), and defense -> (task, metric) -> (value, n)
+    from its last run (the one that covers every sample)."""
+    import json
+
+    samples: dict[str, list[tuple[str, float, int]]] = defaultdict(list)
+    metrics: dict[str, dict[tuple[str, str], tuple[float, int]]] = {}
+    runs = []
+    for folder in runs_dir.iterdir():
+        if (folder / "run.json").is_file():
+            info = json.loads((folder / "run.json").read_text())
+            runs.append((info["started_at"], folder.name, info["defense"], folder))
+    for _, _, defense, folder in sorted(runs):
+        with open(folder / "generations.jsonl") as lines:
+            for line in lines:
+                row = json.loads(line)
+                if not row["from_cache"] and not row["error"]:
+                    samples[defense].append((row["task"], row["prefill_s"] + row["decode_s"], row["output_tokens"]))
+        with open(folder / "metrics.jsonl") as lines:
+            rows = [json.loads(line) for line in lines]
+        metrics[defense] = {(row["task"], row["metric"]): (row["value"], row["n"]) for row in rows if row["subset"] == "all"}
+    return samples, metrics
+
+
+def print_tables(samples, metrics, order: list[str] | None = None) -> None:
+    defenses = [name for name in (order or ALL_DEFENSES) if name in samples or name in metrics]
+    defenses += sorted(set(samples) - set(defenses))
+    seconds = {name: [value for _, value, _ in samples[name]] for name in defenses}
+    base = seconds.get("none") or []
+    base_median = statistics.median(base) if base else float("nan")
+    base_mean = statistics.fmean(base) if base else float("nan")
+    print(f"{'defense':<18} {'n':>4} {'median s':>9} {'x none':>7} {'mean s':>8} {'x none':>7} {'out tok':>8}")
+    for name in defenses:
+        values = seconds[name]
+        if not values:
+            print(f"{name:<18}    0  (no successful generation)")
+            continue
+        median, mean = statistics.median(values), statistics.fmean(values)
+        tokens = statistics.fmean(tokens for _, _, tokens in samples[name])
+        print(f"{name:<18} {len(values):4d} {median:9.3f} {median / base_median:7.2f} {mean:8.3f} "
+              f"{mean / base_mean:7.2f} {tokens:8.1f}")
+
+    # Per task: the tasks' answer lengths differ by an order of magnitude, so the pooled median
+    # jumps between them; the per-task mean is the stable comparison.
+    tasks = sorted({task for name in defenses for task, _, _ in samples[name]})
+    by_task = {name: defaultdict(list) for name in defenses}
+    for name in defenses:
+        for task, value, _ in samples[name]:
+            by_task[name][task].append(value)
+    print(f"\nmean s per sample by task (x none on the same task)")
+    print(f"{'defense':<18} " + " ".join(task[:22].rjust(22) for task in tasks))
+    for name in defenses:
+        cells = []
+        for task in tasks:
+            values, reference = by_task[name].get(task), by_task.get("none", {}).get(task)
+            if not values:
+                cells.append("-".rjust(22))
+                continue
+            mean = statistics.fmean(values)
+            ratio = f" (x{mean / statistics.fmean(reference):.2f})" if reference else ""
+            cells.append(f"{mean:.3f}{ratio}".rjust(22))
+        print(f"{name:<18} " + " ".join(cells))
+
+    keys = sorted({key for values in metrics.values() for key in values})
+    print(f"\n{'defense':<18} " + " ".join(f"{task}:{metric}"[:24].rjust(24) for task, metric in keys))
+    for name in defenses:
+        cells = []
+        for key in keys:
+            value = metrics.get(name, {}).get(key)
+            cells.append((f"{value[0]:.1f} (n={value[1]})" if value else "-").rjust(24))
+        print(f"{name:<18} " + " ".join(cells))
 
 
 if __name__ == "__main__":

@@ -81,7 +81,13 @@ def main(argv: list[str] | None = None) -> int:
         cells = []
         for key in keys:
             row = by_key.get(key)
-            cells.append((f"{row.value:.1f} [{row.ci_low:.0f},{row.ci_high:.0f}]" if row else "-").rjust(26))
+            if row is None:
+                cell = "-"
+            elif row.ci_low is None or row.ci_high is None:
+                cell = f"{row.value:.1f}"
+            else:
+                cell = f"{row.value:.1f} [{row.ci_low:.0f},{row.ci_high:.0f}]"
+            cells.append(cell.rjust(26))
         print(f"{label:<{width}} " + " ".join(cells))
 
     print(f"\n{'run':<{width}} {'ASR':>6} {'rel. ASR':>9} {'over-ref.':>10} {'d pts':>6} {'acc.':>6} {'d pts':>6}")

@@ -16,7 +16,7 @@ Prompt format: the user turn holds the text FIRST and the image after it, render
   inference always share it: ``harness calibrate --defense autosteer --calibration-arg
   assistant_marker=true`` uses the harness's usual template instead (image first, generation prompt).
   A model trained only on that layout may fall apart under the official one: smol-llava answers image
-  questions with empty or looping text there (easy-vqa accuracy 0 %, see docs/smol-llava.md).
+  questions with empty or looping text there (easy-vqa accuracy 0 %, docs/defenses-on-smol-llava.md).
 Safety Awareness Score (SAS): for each candidate layer l, with paired harmful/safe inputs (VLSafe query and
   its safe rewrite; here our harmful/harmless pairs), delta_i = h_l(safe_i) - h_l(harmful_i) at the last
   prompt token of the residual stream entering block l (HF hidden_states[l]); SAS(l) = mean over i < j
