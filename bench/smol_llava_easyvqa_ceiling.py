@@ -1,0 +1,145 @@
+"""Where smol-llava's easy-vqa accuracy is lost: the vision tower or the language-model side (issue 3).
+
+    .venv/bin/python bench/smol_llava_easyvqa_ceiling.py [--questions 150] [--blank-steps 60]
+
+Four figures on the same seeded easy-vqa test questions (the trainer's evaluation draw, restricted to
+images whose caption is known):
+
+1. caption-cell accuracy of the shipped tower: for the caption cells of row 0, is the nearest
+   (cosine) token embedding to the projector's output the caption's token?
+2. easy-vqa accuracy of the shipped model, as the trainer measures it;
+3. the same, with the caption cells of the projector's output replaced by the exact caption
+   embeddings (a perfect tower; the other cells are the tower's own blanks);
+4. with ``--blank-steps N`` (> 0): the blank cells re-learnt through the frozen SmolLM2 on easy-vqa
+   questions only (stage 1 of the trainer, ``easyvqa_share=1``, no token noise), then exact captions +
+   those blanks injected after the projector, i.e. the language-model side's ceiling for that budget.
+
+Nothing is saved; the shipped weights are not touched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+def question_kind(question: str) -> str:
+    """'open' (what colour / shape), 'negated yes/no' ("is there not ...") or 'yes/no'."""
+    words = question.lower().replace("?", "").split()
+    if words and words[0] == "what":
+        return "open"
+    return "negated yes/no" if "not" in words else "yes/no"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--questions", type=int, default=150)
+    parser.add_argument("--blank-steps", type=int, default=0, help="re-learn the blanks on easy-vqa only (0: skip)")
+    parser.add_argument("--seed", type=int, default=0)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    import torch
+    from PIL import Image
+
+    from harness.models import smol_llava
+    from harness.models import smol_llava_train as trainer
+    from tasks.easyvqa import is_correct
+
+    torch.set_num_threads(min(2, torch.get_num_threads()))  # the 2-core budget the model is specified for
+    model, processor = smol_llava.construct(smol_llava.load_smollm2(), trained_vision=True)
+    model.eval()
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    parts = trainer.Parts(model, processor.tokenizer, processor)
+    embeddings = parts.embeddings.detach()
+
+    questions, answers, image_ids, paths = trainer.easyvqa_split("test")
+    captions = trainer.easyvqa_captions(questions, answers, image_ids)
+    draw = random.Random(args.seed).sample(range(len(questions)), args.questions * 2)
+    chosen = [i for i in draw if image_ids[i] in captions][: args.questions]
+    prompts = [questions[i] + trainer.PROMPT_SUFFIX for i in chosen]
+    cells = [trainer.caption_cells(parts.tokenizer, *captions[image_ids[i]]) for i in chosen]
+    images = []
+    for i in chosen:
+        with Image.open(paths[image_ids[i]]) as picture:
+            images.append(picture.convert("RGB"))
+    print(f"{len(chosen)} easy-vqa test questions (seed {args.seed})", flush=True)
+
+    projector = model.model.multi_modal_projector
+    features: list = []
+    keep = projector.register_forward_hook(lambda module, inputs, output: features.append(output.detach()))
+    try:
+        trainer.generate(parts, ["Describe the image."] * min(60, len(images)), images[:60], max_new_tokens=1)
+    finally:
+        keep.remove()
+    grid = torch.cat([f.reshape(-1, trainer.GRID * trainer.GRID, f.shape[-1]) for f in features])
+    unit = torch.nn.functional.normalize(embeddings.float(), dim=-1)
+    right = total = 0
+    for row, row_cells in zip(grid, cells):
+        for token, cell in row_cells:
+            nearest = int((torch.nn.functional.normalize(row[cell].float(), dim=-1) @ unit.T).argmax())
+            right, total = right + (nearest == token), total + 1
+    print(f"1. caption-cell accuracy of the tower: {right}/{total} = {right / total:.1%}", flush=True)
+
+    def accuracy(label: str, edit, images_used) -> None:
+        started = time.perf_counter()
+        outputs = []
+        for start in range(0, len(prompts), 8):
+            batch = slice(start, start + 8)
+            hook = None
+            if edit is not None:
+                hook = projector.register_forward_hook(
+                    lambda module, inputs, output, rows=cells[batch]: edit(output, rows))
+            try:
+                outputs += trainer.generate(parts, prompts[batch], images_used[batch], max_new_tokens=8)
+            finally:
+                if hook is not None:
+                    hook.remove()
+        verdicts = [is_correct(output, answers[i]) for output, i in zip(outputs, chosen)]
+        by_kind: dict[str, list[bool]] = {}
+        for verdict, i in zip(verdicts, chosen):
+            by_kind.setdefault(question_kind(questions[i]), []).append(verdict)
+        kinds = ", ".join(f"{kind} {sum(v)}/{len(v)}" for kind, v in sorted(by_kind.items()))
+        print(f"{label}: {sum(verdicts)}/{len(chosen)} = {sum(verdicts) / len(chosen):.1%} "
+              f"({kinds}; {time.perf_counter() - started:.0f} s)", flush=True)
+
+    def exact_captions(output, rows):
+        edited = output.clone().reshape(len(rows), trainer.GRID * trainer.GRID, -1)
+        for row, row_cells in enumerate(rows):
+            for token, cell in row_cells:
+                edited[row, cell] = embeddings[token].to(edited.dtype)
+        return edited.reshape(output.shape)
+
+    accuracy("2. easy-vqa, shipped model", None, images)
+    accuracy("3. easy-vqa, exact captions in the tower's output", exact_captions, images)
+
+    if args.blank_steps > 0:
+        config = trainer.TrainConfig(blank_steps=args.blank_steps, easyvqa_share=1.0, token_noise=0.0, seed=args.seed)
+        source = trainer.ExampleSource(parts, config, random.Random(args.seed))
+        started = time.perf_counter()
+        blanks, losses = trainer.train_blanks(parts, source, config, log=lambda message: None)
+        print(f"   blanks re-learnt on easy-vqa only: {args.blank_steps} steps x {config.blank_batch} in "
+              f"{time.perf_counter() - started:.0f} s, loss {losses[0]:.3f} -> {losses[-1]:.3f}", flush=True)
+
+        def exact_targets(output, rows):
+            targets = torch.stack([trainer.visual_targets(blanks, embeddings, row) for row in rows])
+            return targets.reshape(output.shape).to(output.dtype)
+
+        blank_image = [Image.new("RGB", (64, 64), "white")] * len(prompts)  # pixels unused: all cells replaced
+        accuracy(f"4. easy-vqa, exact captions + blanks learnt on easy-vqa ({args.blank_steps} steps)",
+                 exact_targets, blank_image)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
