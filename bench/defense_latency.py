@@ -71,7 +71,7 @@ def load1() -> float:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.summarise is not None:
-        print_tables(*collect(args.summarise / "results" / "runs"))
+        print_tables(*collect(args.summarise / "results"))
         return 0
     work = args.keep or Path(tempfile.mkdtemp(prefix="defense-latency-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"(load {before:.2f} -> {load1():.2f})", flush=True)
 
     print()
-    print_tables(*collect(work / "results" / "runs"), order=defenses)
+    print_tables(*collect(work / "results"), order=defenses)
     if calibration_s:
         print("\ncalibration time (not in latency): "
               + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in calibration_s.items()))
@@ -131,67 +131,56 @@ def main(argv: list[str] | None = None) -> int:
 
 
 # ------------------------------------------------------------------------------------------ tables
-def collect(runs_dir: Path) -> tuple[dict[str, list[tuple[str, float, int]]], dict[str, dict[tuple[str, str], tuple[float, int]]]]:
-    """From the stored runs: defense -> [(task, seconds, output tokens)] of every generation made fresh
-    (cache hits carry an earlier run's timing and are skipped), and defense -> (task, metric) -> (value, n)
-    from its last run (the one that covers every sample)."""
-    import json
+def collect(results_dir: Path) -> tuple[list, dict[str, dict[tuple[str, str], tuple[float, int]]]]:
+    """From the stored runs: every successful generation made fresh (a cache hit carries an earlier
+    run's timing), and defense -> (task, metric) -> (value, n) from its newest run (the one that covers
+    every sample)."""
+    from harness.store import list_runs, load_run
 
-    samples: dict[str, list[tuple[str, float, int]]] = defaultdict(list)
-    metrics: dict[str, dict[tuple[str, str], tuple[float, int]]] = {}
-    runs = []
-    for folder in runs_dir.iterdir():
-        if (folder / "run.json").is_file():
-            info = json.loads((folder / "run.json").read_text())
-            runs.append((info["started_at"], folder.name, info["defense"], folder))
-    for _, _, defense, folder in sorted(runs):
-        with open(folder / "generations.jsonl") as lines:
-            for line in lines:
-                row = json.loads(line)
-                if not row["from_cache"] and not row["error"]:
-                    samples[defense].append((row["task"], row["prefill_s"] + row["decode_s"], row["output_tokens"]))
-        with open(folder / "metrics.jsonl") as lines:
-            rows = [json.loads(line) for line in lines]
-        metrics[defense] = {(row["task"], row["metric"]): (row["value"], row["n"]) for row in rows if row["subset"] == "all"}
-    return samples, metrics
+    generations, metrics = [], {}
+    for run in map(load_run, list_runs(results_dir)):  # oldest first: a newer run's metrics win
+        generations += [g for g in run.generations if g.ok and not g.from_cache]
+        metrics[run.info.defense] = {(row.task, row.metric): (row.value, row.n) for row in run.metrics
+                                     if row.subset == "all"}
+    return generations, metrics
 
 
-def print_tables(samples, metrics, order: list[str] | None = None) -> None:
-    defenses = [name for name in (order or ALL_DEFENSES) if name in samples or name in metrics]
-    defenses += sorted(set(samples) - set(defenses))
-    seconds = {name: [value for _, value, _ in samples[name]] for name in defenses}
-    base = seconds.get("none") or []
+def print_tables(generations, metrics, order: list[str] | None = None) -> None:
+    from harness.latency import latency_stats
+
+    by_defense: dict[str, list] = defaultdict(list)
+    for generation in generations:
+        by_defense[generation.defense].append(generation)
+    defenses = [name for name in (order or ALL_DEFENSES) if name in by_defense or name in metrics]
+    defenses += sorted(set(by_defense) - set(defenses))
+    base = [g.total_s for g in by_defense.get("none", [])]
     base_median = statistics.median(base) if base else float("nan")
     base_mean = statistics.fmean(base) if base else float("nan")
     print(f"{'defense':<18} {'n':>4} {'median s':>9} {'x none':>7} {'mean s':>8} {'x none':>7} {'out tok':>8}")
     for name in defenses:
-        values = seconds[name]
+        values = [g.total_s for g in by_defense[name]]
         if not values:
             print(f"{name:<18}    0  (no successful generation)")
             continue
         median, mean = statistics.median(values), statistics.fmean(values)
-        tokens = statistics.fmean(tokens for _, _, tokens in samples[name])
+        tokens = statistics.fmean(g.output_tokens for g in by_defense[name])
         print(f"{name:<18} {len(values):4d} {median:9.3f} {median / base_median:7.2f} {mean:8.3f} "
               f"{mean / base_mean:7.2f} {tokens:8.1f}")
 
     # Per task: the tasks' answer lengths differ by an order of magnitude, so the pooled median
     # jumps between them; the per-task mean is the stable comparison.
-    tasks = sorted({task for name in defenses for task, _, _ in samples[name]})
-    by_task = {name: defaultdict(list) for name in defenses}
-    for name in defenses:
-        for task, value, _ in samples[name]:
-            by_task[name][task].append(value)
+    task_means = {(stats.defense, stats.task): stats.mean_s for stats in latency_stats(generations)}
+    tasks = sorted({task for _, task in task_means})
     print(f"\nmean s per sample by task (x none on the same task)")
     print(f"{'defense':<18} " + " ".join(task[:22].rjust(22) for task in tasks))
     for name in defenses:
         cells = []
         for task in tasks:
-            values, reference = by_task[name].get(task), by_task.get("none", {}).get(task)
-            if not values:
+            mean, reference = task_means.get((name, task)), task_means.get(("none", task))
+            if mean is None:
                 cells.append("-".rjust(22))
                 continue
-            mean = statistics.fmean(values)
-            ratio = f" (x{mean / statistics.fmean(reference):.2f})" if reference else ""
+            ratio = f" (x{mean / reference:.2f})" if reference else ""
             cells.append(f"{mean:.3f}{ratio}".rjust(22))
         print(f"{name:<18} " + " ".join(cells))
 

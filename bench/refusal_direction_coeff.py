@@ -4,8 +4,8 @@ prompts (never the test sets), so a strength can be chosen without touching test
     .venv/bin/python bench/refusal_direction_coeff.py [--model smol-llava] [--coeffs 0,1,2,4,8]
         [--max-new-tokens 32]
 
-Needs the stored calibration (``harness calibrate --defense refusal-direction --model M``): its
-direction and layer are used as they are. For each coefficient, the validation split's harmful and
+Needs the stored calibration (``harness calibrate --defense refusal-direction --model M``): the
+registered defense runs with it as it is, only ``coeff`` changes. For each coefficient, the validation split's harmful and
 harmless prompts (every fifth pair of the built-in data) are answered greedily with the vector added at
 the chosen layer, and scored by the ``keyword-gcg`` judge. A direction that mediates refusal shows
 harmful refusals rising before harmless ones; on smol-llava neither rises (docs/defenses-on-smol-llava.md).
@@ -35,16 +35,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from harness import registries
-    from harness.calibration import load_artifact, load_data
+    from harness.calibration import load_data
     from harness.judges.keyword import make_gcg_judge
     from harness.models.catalog import resolve_model
     from harness.registry import import_target
-    from harness.steering import edit_layer_input
-    from defenses.refusal_direction import add_vector
 
     spec = resolve_model(registries.models(), args.model)
     adapter = import_target(spec.builder)(spec, dtype="float32", device="cpu")
-    artifact = load_artifact("refusal-direction", spec.name, import_target(spec.fingerprinter)(spec, "float32"))
+    fingerprint = import_target(spec.fingerprinter)(spec, "float32")
+    defense_class = registries.defenses().get("refusal-direction")
+
+    def defense(coeff: float):
+        """The registered defense itself, with its stored calibration, at this strength."""
+        instance = defense_class(coeff=coeff)
+        instance.prepare(spec.name, fingerprint)
+        return instance
+
+    artifact = defense(1.0).require_artifact()
     direction, layer = artifact.tensors["direction"].float(), int(artifact.fit["layer"])
     validation = load_data("builtin").split("val")
     judge = make_gcg_judge()
@@ -55,11 +62,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'coeff':>6} {'refusal harmful':>16} {'refusal harmless':>17} {'seconds':>8}  first harmful answer")
     for coeff in (float(value) for value in args.coeffs.split(",") if value):
         start = time.perf_counter()
+        steered = defense(coeff)
         rates, example = {}, ""
         for side, prompts in sides.items():
-            requests = [prompt.request(max_new_tokens=args.max_new_tokens) for prompt in prompts]
-            with edit_layer_input(adapter, layer, add_vector(direction, coeff)):
-                outputs = adapter.generate(requests, max_new_tokens=args.max_new_tokens)
+            outputs = steered.generate(adapter, [prompt.request(max_new_tokens=args.max_new_tokens) for prompt in prompts])
             rates[side] = sum(judge.match(output.text) is not None for output in outputs) / len(outputs)
             if side == "harmful":
                 example = outputs[0].text[:70].replace("\n", " ")

@@ -20,6 +20,7 @@ Nothing is saved; the shipped weights are not touched.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import random
 import sys
 import time
@@ -53,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from harness.models import smol_llava
     from harness.models import smol_llava_train as trainer
+    from harness.steering import edit_output
     from tasks.easyvqa import is_correct
 
     torch.set_num_threads(min(2, torch.get_num_threads()))  # the 2-core budget the model is specified for
@@ -76,13 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(chosen)} easy-vqa test questions (seed {args.seed})", flush=True)
 
     projector = model.model.multi_modal_projector
-    features: list = []
-    keep = projector.register_forward_hook(lambda module, inputs, output: features.append(output.detach()))
-    try:
-        trainer.generate(parts, ["Describe the image."] * min(60, len(images)), images[:60], max_new_tokens=1)
-    finally:
-        keep.remove()
-    grid = torch.cat([f.reshape(-1, trainer.GRID * trainer.GRID, f.shape[-1]) for f in features])
+    with torch.no_grad():  # the saved processor's pixels, as generation sees them
+        pixels = processor.image_processor(images[:60], return_tensors="pt")["pixel_values"]
+        grid = trainer.tower_features(model, pixels)
     unit = torch.nn.functional.normalize(embeddings.float(), dim=-1)
     right = total = 0
     for row, row_cells in zip(grid, cells):
@@ -96,15 +94,10 @@ def main(argv: list[str] | None = None) -> int:
         outputs = []
         for start in range(0, len(prompts), 8):
             batch = slice(start, start + 8)
-            hook = None
-            if edit is not None:
-                hook = projector.register_forward_hook(
-                    lambda module, inputs, output, rows=cells[batch]: edit(output, rows))
-            try:
+            replace = (contextlib.nullcontext() if edit is None
+                       else edit_output(projector, lambda output, rows=cells[batch]: edit(output, rows)))
+            with replace:  # the projector runs on the prefill only: the edit is the image's tokens
                 outputs += trainer.generate(parts, prompts[batch], images_used[batch], max_new_tokens=8)
-            finally:
-                if hook is not None:
-                    hook.remove()
         verdicts = [is_correct(output, answers[i]) for output, i in zip(outputs, chosen)]
         by_kind: dict[str, list[bool]] = {}
         for verdict, i in zip(verdicts, chosen):
@@ -114,11 +107,9 @@ def main(argv: list[str] | None = None) -> int:
               f"({kinds}; {time.perf_counter() - started:.0f} s)", flush=True)
 
     def exact_captions(output, rows):
-        edited = output.clone().reshape(len(rows), trainer.GRID * trainer.GRID, -1)
-        for row, row_cells in enumerate(rows):
-            for token, cell in row_cells:
-                edited[row, cell] = embeddings[token].to(edited.dtype)
-        return edited.reshape(output.shape)
+        tower = output.reshape(len(rows), trainer.GRID * trainer.GRID, -1)
+        edited = torch.stack([trainer.visual_targets(own, embeddings, row) for own, row in zip(tower, rows)])
+        return edited.reshape(output.shape).to(output.dtype)
 
     accuracy("2. easy-vqa, shipped model", None, images)
     accuracy("3. easy-vqa, exact captions in the tower's output", exact_captions, images)
