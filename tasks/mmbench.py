@@ -18,7 +18,7 @@ from typing import Mapping, Sequence
 
 from harness.metrics import accuracy_metrics, rate
 from harness.records import Generation, Judgement, MetricValue, Sample
-from tasks._common import generated_texts, is_missing, load_hf_split, rows_with_images
+from tasks._common import generated_texts, is_missing, load_hf_split, log_missing, rows_with_images
 
 CIRCULAR_STRIDE = 1_000_000
 OPTION_LETTERS = "ABCDE"
@@ -85,12 +85,14 @@ def load_mmbench(
 ) -> list[Sample]:
     """Every row (original and circular copies); id = the row's ``index``.
 
+    A row with an empty or undecodable image is kept with ``meta["image_error"]``: it fails alone.
     Rows are ordered by question, original first; the runner's stratified order
     (``stratify_by: category``) shuffles whole circular groups and ``--limit`` never splits one.
     """
     dataset = load_hf_split(path, name, split, data_files, cache_dir)
-    samples = []
-    for row, image in rows_with_images(dataset, task_name):
+    samples, refs = [], []
+    for row, image in rows_with_images(dataset, task_name, sample_id=lambda row, _: str(row["index"])):
+        refs.append(image)
         index = int(row["index"])
         options = options_of(row)
         samples.append(
@@ -98,7 +100,7 @@ def load_mmbench(
                 task=task_name,
                 id=str(index),
                 prompt=build_prompt(row["question"], row.get("hint"), options),
-                image=image,
+                image=image.path,
                 answer=row["answer"],
                 category=row["category"],
                 group=str(index % CIRCULAR_STRIDE),
@@ -109,10 +111,12 @@ def load_mmbench(
                     "l2_category": row.get("L2-category"),
                     "source": row.get("source"),
                     "split": row.get("split"),
+                    **image.meta(),
                 },
             )
         )
     samples.sort(key=lambda sample: (int(sample.group), sample.meta["circular_pass"]))
+    log_missing(task_name, refs)
     return samples
 
 

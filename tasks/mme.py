@@ -14,7 +14,7 @@ from typing import Iterable, Mapping, Sequence
 
 from harness.metrics import accuracy_metrics, rate
 from harness.records import Generation, Judgement, MetricValue, Sample
-from tasks._common import load_hf_split, rows_with_images
+from tasks._common import load_hf_split, log_missing, rows_with_images
 
 # LLaVA-1.5's MME protocol (docs/Evaluation.md): the question as given, then this line.
 PROMPT_SUFFIX = "\nAnswer the question using a single word or phrase."
@@ -55,13 +55,15 @@ def load_mme(
     """MME questions; ``group`` is the image key (HF ``question_id``, shared by a pair).
 
     Sample ids are ``<question_id>/q<k>``, k = the question's position among its image's questions.
+    A row with an empty or undecodable image is kept with ``meta["image_error"]``: it fails alone.
     Dataset order; the runner's stratified order (``stratify_by: category``) shuffles whole pairs and
     interleaves subtasks, and ``--limit`` never splits a pair.
     """
     dataset = load_hf_split(path, name, split, data_files, cache_dir)
     seen: dict[str, int] = defaultdict(int)
-    samples = []
-    for row, image in rows_with_images(dataset, task_name):
+    samples, refs = [], []
+    for row, image in rows_with_images(dataset, task_name, sample_id=lambda row, _: str(row["question_id"])):
+        refs.append(image)
         key = row["question_id"]
         position = seen[key]
         seen[key] += 1
@@ -70,13 +72,14 @@ def load_mme(
                 task=task_name,
                 id=f"{key}/q{position}",
                 prompt=row["question"] + PROMPT_SUFFIX,
-                image=image,
+                image=image.path,
                 answer=row["answer"],
                 category=row["category"],
                 group=key,
-                meta={"question_id": key, "question": row["question"]},
+                meta={"question_id": key, "question": row["question"], **image.meta()},
             )
         )
+    log_missing(task_name, refs)
     return samples
 
 

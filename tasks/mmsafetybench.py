@@ -56,8 +56,8 @@ from typing import Any, Iterable, Sequence
 
 from harness.paths import cache_dir as harness_cache_dir
 from harness.records import Sample
-from tasks._common import load_hf_split
-from tasks._safety_sets import ImageRef, hf_row_images, local_image, log_missing, placeholder_image
+from tasks._common import ImageRef, load_hf_split, log_missing, rows_with_images
+from tasks._safety_sets import local_image
 from tasks._safety_sets import images_root as resolve_root
 
 SCENARIOS: tuple[str, ...] = (
@@ -315,13 +315,10 @@ def _load_hf(
         else:
             # A local copy of the repository's files (data/<config>/<split>.parquet): one file per call.
             dataset = load_hf_split(path, None, "train", data_files.format(config=config, variant=variant), cache_dir)
-        for row, image, error in hf_row_images(dataset, task_name):
+        rows = rows_with_images(dataset, task_name, sample_id=lambda row, _, scenario=scenario: f"{scenario}/{row['id']}")
+        for row, ref in rows:
             qid = str(row["id"])
-            if image is not None:
-                ref = ImageRef(image)
-            else:
-                ref = placeholder_image(task_name, f"{scenario}/{qid}", error or "")
-            meta = {"source": "hf", "image_source": "hf" if image is not None else "missing"}
+            meta = {"source": "hf", "image_source": "hf" if ref.error is None else "missing"}
             samples.append(_sample(task_name, scenario, qid, variant, row["question"], ref, meta))
             refs.append(ref)
     return samples, refs

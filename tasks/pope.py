@@ -24,8 +24,9 @@ with "yes" as the positive class, in percent, overall and, when several splits a
 ("all" then pools the splits: equal-size splits make its accuracy the mean of theirs, not its F1).
 Upstream divides by zero when nothing is predicted "yes"; here such a precision or F1 is NaN.
 The yes-ratio has no better direction (0.5 = unbiased); it is marked higher-is-better only because a
-metric must pick one. A missing COCO image never stops loading: the sample keeps the (absent) path and
-its generation fails with ``image file not found: ...`` recorded by the runner.
+metric must pick one. A missing COCO image, or an empty or undecodable HF image cell, never stops
+loading: the sample keeps an (absent) path and its generation fails with ``image file not found: ...``
+recorded by the runner.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from typing import Iterable, Mapping, Sequence
 
 from harness.metrics import rate
 from harness.records import Generation, Judgement, MetricValue, Sample
-from tasks._common import data_path, load_hf_split, rows_with_images
+from tasks._common import ImageRef, data_path, load_hf_split, log_missing, rows_with_images
 
 SPLITS = ("random", "popular", "adversarial")
 PROMPT_SUFFIX = "\nAnswer the question using a single word or phrase."
@@ -66,7 +67,7 @@ def _check_splits(categories: Sequence[str]) -> list[str]:
     return list(categories)
 
 
-def _sample(task_name: str, split: str, question_id: object, question: str, answer: str, image: str | None, image_file: str) -> Sample:
+def _sample(task_name: str, split: str, question_id: object, question: str, answer: str, image: ImageRef, image_file: str) -> Sample:
     answer = answer.strip().lower()
     if answer not in LABELS:
         raise ValueError(f"POPE {split}/{question_id}: label {answer!r} is not yes/no")
@@ -74,10 +75,10 @@ def _sample(task_name: str, split: str, question_id: object, question: str, answ
         task=task_name,
         id=f"{split}/{question_id}",
         prompt=question.strip() + PROMPT_SUFFIX,
-        image=image,
+        image=image.path,
         answer=answer,
         category=split,
-        meta={"question_id": question_id, "question": question, "image_file": image_file},
+        meta={"question_id": question_id, "question": question, "image_file": image_file, **image.meta()},
     )
 
 
@@ -107,7 +108,7 @@ def load_pope(
     if coco_root is not None:
         root = data_path(coco_root)
         return [
-            _sample(task_name, category, row["question_id"], row["text"], row["label"], str(root / row["image"]), row["image"])
+            _sample(task_name, category, row["question_id"], row["text"], row["label"], ImageRef(str(root / row["image"])), row["image"])
             for category in wanted
             for row in read_pope_json(Path(json_dir) / f"coco_pope_{category}.json")
         ]
@@ -118,10 +119,13 @@ def load_pope(
     if not rows:  # a renamed column value must not turn into an empty task
         raise ValueError(f"POPE {path}: no rows with category in {wanted}; found {sorted(set(column))}")
     dataset = dataset.select(rows)
-    return [
-        _sample(task_name, row["category"], row["question_id"], row["question"], row["answer"], image, row.get("image_source") or "")
-        for row, image in rows_with_images(dataset, task_name)
-    ]
+    samples, refs = [], []
+    for row, image in rows_with_images(dataset, task_name, sample_id=lambda row, _: f"{row['category']}/{row['question_id']}"):
+        refs.append(image)
+        samples.append(_sample(task_name, row["category"], row["question_id"], row["question"], row["answer"], image,
+                               row.get("image_source") or ""))
+    log_missing(task_name, refs)
+    return samples
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,7 @@ MD-Judge (``OpenSafetyLab/MD-Judge-v0.1``, official judge ``md-judge``) as the u
 from __future__ import annotations
 
 from harness.records import Sample
-from tasks._common import load_hf_split
-from tasks._safety_sets import ImageRef, hf_row_images, log_missing, placeholder_image
+from tasks._common import load_hf_split, log_missing, rows_with_images
 
 
 def load_spavl(
@@ -34,9 +33,8 @@ def load_spavl(
     """
     dataset = load_hf_split(path, name, split, data_files, cache_dir)
     samples, refs = [], []
-    for index, (row, image, error) in enumerate(hf_row_images(dataset, task_name)):
+    for index, (row, ref) in enumerate(rows_with_images(dataset, task_name, sample_id=lambda _, i: str(i))):
         sample_id = str(index)
-        ref = ImageRef(image) if image is not None else placeholder_image(task_name, sample_id, error or "")
         samples.append(
             Sample(
                 task=task_name,

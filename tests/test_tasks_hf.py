@@ -306,3 +306,42 @@ def test_mmbench_incomplete_group_not_scored(mmbench_samples):
     assert ("circular_accuracy", "ocr") not in values
     assert values[("vanilla_accuracy", "all")].n == 3
     assert not any(math.isnan(v.value) for v in values.values())
+
+
+# ----------------------------------------------------------------------------- one bad image, one failure
+
+
+def corrupted_copy(source: Path, target: Path, bad_rows: set[int]) -> str:
+    """The fixture with the image bytes of ``bad_rows`` replaced by garbage."""
+    import pandas as pd
+
+    frame = pd.read_parquet(source)
+    frame["image"] = [
+        {"bytes": b"\x89PNG truncated", "path": None} if i in bad_rows else cell for i, cell in enumerate(frame["image"])
+    ]
+    frame.to_parquet(target)
+    return str(target)
+
+
+@pytest.mark.parametrize(
+    ("task", "loader", "fixture", "extra"),
+    [("mme", load_mme, "mme_tiny.parquet", {}), ("mmbench", load_mmbench, "mmbench_tiny.parquet", {"name": None})],
+)
+def test_undecodable_image_fails_only_its_sample(task, loader, fixture, extra, tmp_path):
+    from harness import registries
+    from harness.records import GenerationSettings
+    from harness.runner import build_requests
+
+    data_files = corrupted_copy(FIXTURES / fixture, tmp_path / fixture, bad_rows={2})
+    clean = loader(task, path="parquet", split="train", data_files=str(FIXTURES / fixture),
+                   cache_dir=str(tmp_path / "hf-clean"), **extra)
+    samples = loader(task, path="parquet", split="train", data_files=data_files, cache_dir=str(tmp_path / "hf"), **extra)
+    assert [s.id for s in samples] == [s.id for s in clean]  # nothing dropped
+    bad = [s for s in samples if "image_error" in s.meta]
+    assert len(bad) == 1 and bad[0].meta["image_error"].startswith("cannot read dataset image: UnidentifiedImageError")
+
+    planned = build_requests(registries.tasks().get(task), samples, GenerationSettings(), {"model": "m"},
+                             {"defense": "none"})
+    failed = {item.sample.id: item.error for item in planned if item.error}
+    assert list(failed) == [bad[0].id]
+    assert failed[bad[0].id].startswith("image file not found") and "UnidentifiedImageError" in failed[bad[0].id]

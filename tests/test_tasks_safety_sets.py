@@ -21,7 +21,7 @@ from harness.records import Generation, GenerationSettings, Judgement, Sample
 from harness.registry import import_target
 from harness.runner import build_requests, select_samples
 from tasks import TASKS_DIR, load_spec
-from tasks._safety_sets import hf_row_images
+from tasks._common import rows_with_images
 from tasks.jailbreakv import load_jailbreakv
 from tasks.mmsafetybench import (
     HARMFUL_SCENARIOS,
@@ -328,20 +328,23 @@ def test_hf_mirror(tmp_path, isolated_cache):
     assert len(only_01) == 2
 
 
-def test_hf_row_images_tolerates_bad_cells(tmp_path):
+def test_rows_with_images_tolerates_bad_cells(tmp_path, monkeypatch):
     import datasets
 
+    monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path / "cache"))
     good = Image.new("RGB", (4, 4), (1, 2, 3))
     dataset = datasets.Dataset.from_dict(
         {"image": [good, {"bytes": b"not an image", "path": None}, {"bytes": None, "path": str(tmp_path / "gone.png")},
                    None]},
         features=datasets.Features({"image": datasets.Image()}),
     )
-    rows = list(hf_row_images(dataset, "t"))
-    assert rows[0][1] is not None and rows[0][2] is None
-    assert rows[1][1] is None and rows[1][2].startswith("cannot read dataset image: UnidentifiedImageError")
-    assert rows[2][1] is None and rows[2][2].startswith("cannot read dataset image: FileNotFoundError")
-    assert rows[3][1:] == (None, "dataset row has no image")
+    refs = [ref for _, ref in rows_with_images(dataset, "t")]
+    assert refs[0].error is None and Path(refs[0].path).is_file()
+    assert refs[1].error.startswith("cannot read dataset image: UnidentifiedImageError")
+    assert refs[2].error.startswith("cannot read dataset image: FileNotFoundError")
+    assert refs[3].error == "dataset row has no image"
+    for index, ref in enumerate(refs[1:], start=1):  # placeholders: named by row, never created
+        assert ref.path.endswith(f"/missing/row-{index}") and not Path(ref.path).exists()
 
 
 # ------------------------------------------------------------------------------------- JailBreakV
