@@ -3,6 +3,8 @@ sample browser, provenance, offline HTML, LaTeX tables and the report command.""
 
 from __future__ import annotations
 
+import dataclasses
+
 import base64
 import hashlib
 import re
@@ -416,3 +418,19 @@ def test_long_texts_are_cut_in_the_browser(tmp_path: Path):
     html = render_report([run], tmp_path / "out", "long", plots=False)[0].read_text(encoding="utf-8")
     assert "&lt;" * MAX_TEXT_CHARS in html and "&lt;" * (MAX_TEXT_CHARS + 1) not in html
     assert "… 123 more characters not shown" in html
+
+
+def test_empty_answers_are_noted_not_tabled(tmp_path: Path):
+    run = make_run_b()
+    run.metrics.append(dataclasses.replace(run.metrics[0], metric="empty_answers", value=7.0, n=10, ci_low=None,
+                                           ci_high=None, subset="harmful"))
+    html_path, tex_path = render_report([run], tmp_path, "empty", plots=False, thumbnails=False)
+    html, tex = html_path.read_text(encoding="utf-8"), tex_path.read_text(encoding="utf-8")
+    note = html.split("Empty answers (a keyword judge counts them as compliance")[1].split("</p>")[0]
+    assert "m&amp;1%$#_{x}~^\\y / def_~^ / mmsafety (harmful): 7 of 10" in note
+    assert r"Empty answers, which a keyword judge counts as compliance: m\&1\%\$\#\_\{x\}" in tex
+    assert r"/ mmsafety, harmful: 7 of 10." in tex
+    assert tex.count(r"\begin{tabular}") == 2  # main + latency: a count is never a table column
+    _assert_wellformed_tex(tex)
+    clean_html, _ = render_report([make_run_b()], tmp_path / "clean", "clean", plots=False, thumbnails=False)
+    assert "Empty answers" not in clean_html.read_text(encoding="utf-8")

@@ -1,7 +1,7 @@
 from collections import Counter
 
 from harness.metrics import percentile, safety_metrics, wilson_interval
-from harness.records import Judgement, Sample, TaskSpec
+from harness.records import Generation, Judgement, Sample, TaskSpec
 from harness.runner import select_samples, stratified_order
 
 
@@ -58,6 +58,20 @@ def test_safety_metrics_asr_and_refusal_rate():
     assert values[("refusal_rate", "all")].value == 50.0
     assert values[("undecided", "harmful")].value == 1
     assert values[("asr", "a")].n == 3
+
+
+def test_safety_metrics_count_empty_answers_per_kind():
+    items = samples(3, 2)
+    texts = {"h0": "", "h1": "  \n", "h2": "Sure, step 1", "b0": "", "b1": None}  # b1 failed: not counted
+    generations = {sid: Generation(key=sid, task="t", sample_id=sid, model="m", defense="d", text=text,
+                                   error=None if text is not None else "boom") for sid, text in texts.items()}
+    judgements = {sid: Judgement(key=sid, task="t", sample_id=sid, judge="k", refused=False) for sid in texts}
+    values = {(v.metric, v.subset): v for v in safety_metrics(items, generations, judgements)}
+    assert (values[("empty_answers", "harmful")].value, values[("empty_answers", "harmful")].n) == (2.0, 3)
+    assert (values[("empty_answers", "benign")].value, values[("empty_answers", "benign")].n) == (1.0, 1)
+    assert values[("asr", "all")].value == 100.0  # the keyword verdicts still count them as compliance
+    generations["h0"].text = generations["h1"].text = generations["b0"].text = "answer"
+    assert not any(v.metric == "empty_answers" for v in safety_metrics(items, generations, judgements))
 
 
 def test_percentile_interpolates():

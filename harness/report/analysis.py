@@ -324,3 +324,12 @@ def _category_tables(rows: Sequence[MetricRow], alpha: float) -> list[CategoryTa
         ordered = {s: cells[s] for s in sorted(cells, key=lambda s: setting_sort_key(*s))}
         tables.append(CategoryTable(task, metric, higher, categories, ordered))
     return tables
+
+
+def count_view(analysis: Analysis, metric: str) -> list[dict[str, Any]]:
+    """The non-zero rows of a count metric (``undecided``, ``empty_answers``), in table order."""
+    return [
+        {"model": r.model, "defense": r.defense, "task": r.task, "subset": r.subset, "count": int(r.value), "n": r.n}
+        for r in sorted(analysis.rows, key=lambda r: (*setting_sort_key(r.model, r.defense), r.task, r.subset))
+        if r.metric == metric and r.value > 0
+    ]

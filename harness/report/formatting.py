@@ -21,9 +21,10 @@ METRIC_LABELS = {
     "mme_score": "MME score",
     "acc_plus": "acc+",
     "undecided": "Undecided (count)",
+    "empty_answers": "Empty answers (count)",
 }
-# Counts rather than rates: shown in detail tables, left out of headline comparisons.
-COUNT_METRICS = frozenset({"undecided"})
+# Counts rather than rates: shown as notes under the headline table, left out of its comparisons.
+COUNT_METRICS = frozenset({"undecided", "empty_answers"})
 # Rates with no better direction (POPE's yes-ratio: 50 % is unbiased): shown, but never marked best,
 # pooled into a utility axis, or gated by `harness compare`.
 NEUTRAL_METRICS = frozenset({"yes_ratio"})

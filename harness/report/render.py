@@ -26,7 +26,9 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from harness.latency import latency_stats
 from harness.records import Generation, Judgement, Sample
 from harness.report import latex
-from harness.report.analysis import Analysis, Cell, Column, LatencySummary, analyse, unique_metric_rows
+from harness.report.analysis import (
+    Analysis, Cell, Column, LatencySummary, analyse, count_view, unique_metric_rows,
+)
 from harness.report.formatting import (
     BASELINE_DEFENSE,
     MISSING,
@@ -195,14 +197,6 @@ def category_view(analysis: Analysis) -> list[dict[str, Any]]:
             "rows": rows,
         })
     return tables
-
-
-def undecided_view(analysis: Analysis) -> list[dict[str, Any]]:
-    return [
-        {"model": r.model, "defense": r.defense, "task": r.task, "subset": r.subset, "count": int(r.value)}
-        for r in sorted(analysis.rows, key=lambda r: (*setting_sort_key(r.model, r.defense), r.task, r.subset))
-        if r.metric == "undecided" and r.value > 0
-    ]
 
 
 def judges_view(analysis: Analysis) -> dict[str, Any]:
@@ -475,7 +469,8 @@ def render_html(
         overview=overview_view(analysis),
         comparisons=comparison_view(analysis),
         categories=category_view(analysis),
-        undecided=undecided_view(analysis),
+        undecided=count_view(analysis, "undecided"),
+        empty_answers=count_view(analysis, "empty_answers"),
         judges=judges_view(analysis),
         plots=all_plots(analysis) if plots else [],
         plots_enabled=plots,
