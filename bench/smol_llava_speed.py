@@ -28,13 +28,13 @@ def main() -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    from harness.models.catalog import model_specs
+    from harness import registries
     from harness.models.hf import load_pretrained
     from harness.models.smol_llava import build_smol_llava
     from harness.records import GenerationSettings, Request
     from tasks.easyvqa import load_easyvqa
 
-    spec = next(spec for spec, _ in model_specs() if spec.name == "smol-llava")
+    spec = registries.models().get("smol-llava")
     adapter = load_pretrained(spec, "float32", "cpu", source=build_smol_llava())
     samples = load_easyvqa("easyvqa", "test")[: args.questions + 1]
     settings = GenerationSettings(max_new_tokens=8)

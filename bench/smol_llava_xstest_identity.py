@@ -28,7 +28,7 @@ def main() -> int:
     import torch
 
     torch.set_num_threads(2)
-    from harness.models.catalog import model_specs
+    from harness import registries
     from harness.models.hf import load_pretrained
     from harness.models.smol_llava import build_smol_llava, load_smollm2
     from harness.records import GenerationSettings, Request
@@ -49,7 +49,7 @@ def main() -> int:
         with torch.no_grad():
             out = bare.generate(**inputs, max_new_tokens=args.tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id)
         reference += [tokenizer.decode(row[inputs["input_ids"].shape[1] :], skip_special_tokens=True).strip() for row in out]
-    spec = next(spec for spec, _ in model_specs() if spec.name == "smol-llava")
+    spec = registries.models().get("smol-llava")
     adapter = load_pretrained(spec, "float32", "cpu", source=build_smol_llava())
     settings = GenerationSettings(max_new_tokens=args.tokens, batch_size=args.batch)
     requests = [Request("xstest", s.id, s.prompt, None, None, None, settings) for s in samples]
