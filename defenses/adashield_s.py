@@ -34,8 +34,7 @@ generations; about 90 extra input tokens plus the repeated query.
 
 from __future__ import annotations
 
-import hashlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from defenses.base import Defense, with_fields
 
@@ -60,9 +59,8 @@ def shield_prompt(query: str, repeat_query: bool = True) -> str:
 class AdaShieldStatic(Defense):
     name = "adashield-s"
     default_params = {"repeat_query": True}
+    constants = (ADASHIELD_STATIC_PROMPT,)
 
     def transform(self, request: "Request") -> "Request":
         return with_fields(request, prompt=shield_prompt(request.prompt, bool(self.params["repeat_query"])))
 
-    def fingerprint(self) -> dict[str, Any]:
-        return {**super().fingerprint(), "prompt_sha256": hashlib.sha256(ADASHIELD_STATIC_PROMPT.encode()).hexdigest()}

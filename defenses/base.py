@@ -8,6 +8,7 @@ re-generate the output. The runner only ever calls :meth:`Defense.generate`.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
@@ -20,6 +21,9 @@ class Defense:
 
     name: ClassVar[str] = "none"
     default_params: ClassVar[dict[str, Any]] = {}
+    # Fixed prompts and settings that shape the output but are not parameters: their sha256 is part of
+    # the cache key, so that editing one can never reuse generations made with the old one.
+    constants: ClassVar[tuple[Any, ...]] = ()
 
     def __init__(self, **params: Any):
         unknown = set(params) - set(self.default_params)
@@ -41,7 +45,11 @@ class Defense:
 
     def fingerprint(self) -> dict[str, Any]:
         """Everything about the defense that changes model output: part of the cache key."""
-        return {"name": self.name, "params": self.params, "artifacts": self.artifact_hashes()}
+        fingerprint = {"name": self.name, "params": self.params, "artifacts": self.artifact_hashes()}
+        if self.constants:
+            joined = "\0".join(str(value) for value in self.constants)
+            fingerprint["constants_sha256"] = hashlib.sha256(joined.encode("utf-8")).hexdigest()
+        return fingerprint
 
     def transform(self, request: "Request") -> "Request":
         return request

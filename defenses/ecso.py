@@ -43,8 +43,7 @@ generations when flagged. The returned output sums all passes (see ``harness/sco
 
 from __future__ import annotations
 
-import hashlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from defenses.base import Defense, with_fields
 from harness.scorers.accounting import PassLedger
@@ -88,10 +87,7 @@ def is_unsafe_verdict(text: str) -> bool:
 class ECSO(Defense):
     name = "ecso"
     default_params = {"check_max_new_tokens": 4}
-
-    def fingerprint(self) -> dict[str, Any]:
-        prompts = "\0".join((TELL_PROMPT, CAP_PROMPT, LLM_GEN_PROMPT, str(RESPONSE_CHAR_LIMIT), *UNSAFE_VERDICTS))
-        return {**super().fingerprint(), "prompts_sha256": hashlib.sha256(prompts.encode()).hexdigest()}
+    constants = (TELL_PROMPT, CAP_PROMPT, LLM_GEN_PROMPT, RESPONSE_CHAR_LIMIT, *UNSAFE_VERDICTS)
 
     def generate(self, adapter: "VLMAdapter", requests: list["Request"]) -> list["ModelOutput"]:
         ledgers = [PassLedger() for _ in requests]

@@ -42,9 +42,10 @@ Where we differ from the official code, and why:
 - Text-only requests: the official ``is_safe_pre_eval`` raises without an image. We skip the image
   gate (treat it as unsafe), so text-only answers are aligned when the post-evaluation flags them, using
   the code's text-only alignment branch (reward only).
-- Sampling is seeded per request (a hash of task, sample id, prompt, image hash and system prompt,
-  plus ``seed`` and the sentence index) with a forked RNG, so results are reproducible and can be
-  cached. We derive the seed from the request's content rather than its cache key because the key
+- Sampling is seeded per request (a hash of task, prompt, image hash and system prompt, plus
+  ``seed`` and the sentence index; not the sample id, which the cache key does not hold either: two
+  samples with the same input get the same answer) with a forked RNG, so results are reproducible and
+  can be cached. We derive the seed from the request's content rather than its cache key because the key
   changes with every defense parameter: a content seed gives the same random draws to runs that differ
   only in a scorer or threshold. The official code seeds once globally (seed 1).
 - Candidates are sampled as one batch of N with ``model.generate`` and the prompt is re-encoded each
@@ -122,8 +123,7 @@ def best_candidate(
 
 def request_seed(request: "Request", seed: int, sentence_idx: int) -> int:
     identity = "\0".join(
-        str(part) for part in (seed, request.task, request.sample_id, request.prompt, request.image_sha256,
-                               request.system, sentence_idx)
+        str(part) for part in (seed, request.task, request.prompt, request.image_sha256, request.system, sentence_idx)
     )
     return int.from_bytes(hashlib.sha256(identity.encode()).digest()[:8], "big") & ((1 << 63) - 1)
 
@@ -136,6 +136,7 @@ class Candidates:
 
 class ETA(Defense):
     name = "eta"
+    constants = (RM_PROMPT_POST_EVAL, RM_PROMPT_ALIGN, SAFETY_PROMPT, SAFETY_PREFIX)
     default_params = {
         "reward_scorer": "armorm",
         "image_scorer": "clip",
@@ -189,12 +190,10 @@ class ETA(Defense):
                 raise RuntimeError(f"{exc} (defense parameter {param})") from exc
 
     def fingerprint(self) -> dict[str, Any]:
-        prompts = "\0".join((RM_PROMPT_POST_EVAL, RM_PROMPT_ALIGN, SAFETY_PROMPT, SAFETY_PREFIX))
         return {
             **super().fingerprint(),
             "scorers": {key: scorer.fingerprint() for key, scorer in self.scorers.items()},
             "thresholds": {"post": self.post_threshold, "pre": self.pre_threshold},
-            "prompts_sha256": hashlib.sha256(prompts.encode()).hexdigest(),
         }
 
     # -------------------------------------------------------------------------------- generation

@@ -22,8 +22,7 @@ Hyper-parameters: none. Cost: 0 extra generations; the prompt adds about 45 inpu
 
 from __future__ import annotations
 
-import hashlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from defenses.base import Defense, with_fields
 
@@ -39,11 +38,9 @@ FIGSTEP_SYSTEM_PROMPT = (
 
 class FigStepPrompt(Defense):
     name = "figstep-prompt"
+    constants = (FIGSTEP_SYSTEM_PROMPT,)
 
     def transform(self, request: "Request") -> "Request":
         system = FIGSTEP_SYSTEM_PROMPT if not request.system else f"{request.system}\n{FIGSTEP_SYSTEM_PROMPT}"
         return with_fields(request, system=system)
 
-    def fingerprint(self) -> dict[str, Any]:
-        # The prompt text enters the cache key, so editing it can never reuse old generations.
-        return {**super().fingerprint(), "prompt_sha256": hashlib.sha256(FIGSTEP_SYSTEM_PROMPT.encode()).hexdigest()}

@@ -148,6 +148,7 @@ def generate_with_final_states(adapter: "VLMAdapter", requests: list["Request"],
 class RiskAdaptiveSteering(CalibratedDefense):
     name = "ras"
     default_params = {"gamma": GAMMA, "n_tokens": N_TOKENS}
+    constants = (CAPTION_PROMPT, SAFETY_PROMPT)
     calibration_version = 1
 
     # ------------------------------------------------------------------------------------- stages

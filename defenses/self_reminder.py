@@ -28,6 +28,7 @@ REMINDER_SUFFIX = (
 
 class SelfReminder(Defense):
     name = "self-reminder"
+    constants = (SYSTEM_PROMPT, REMINDER_SUFFIX)
 
     def transform(self, request: "Request") -> "Request":
         # An existing system prompt is kept; the reminder comes after it (SafeDecoding appends too).

@@ -33,8 +33,10 @@ def check_image(path: str | Path) -> str:
     try:
         with Image.open(path) as image:
             image.load()  # decode fully: verify() misses truncated data
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise BadImageError(f"cannot decode image {path}: {exc}") from exc
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        # DecompressionBombError: a header claiming more than twice PIL's pixel limit; one such image
+        # fails its sample, like any other undecodable file.
+        raise BadImageError(f"cannot decode image {path}: {type(exc).__name__}: {exc}") from exc
     return file_sha256(path)
 
 

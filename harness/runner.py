@@ -472,13 +472,16 @@ def run_eval(config: EvalConfig) -> RunResult:
                     item, model_spec.name, defense_name, item.error
                 )
             elif item.request.key in cached:
-                hit = cached[item.request.key]
-                hit.model, hit.defense = model_spec.name, defense_name
-                generations[item.request.task][item.sample.id] = hit
+                # Samples with the same input share a key (POPE reuses an image and question across its
+                # splits): each gets its own copy, under its own id, so no verdict or row is overwritten.
+                generations[item.request.task][item.sample.id] = dataclasses.replace(
+                    cached[item.request.key], task=item.request.task, sample_id=item.sample.id,
+                    model=model_spec.name, defense=defense_name,
+                )
+                counts["cache_hits"] += 1
             else:
                 pending.append(item)
-        counts["cache_hits"] = len(cached)
-        log.info("%d from cache, %d to generate, %d input errors", len(cached), len(pending), sum(1 for i in all_planned if i.error))
+        log.info("%d from cache, %d to generate, %d input errors", counts["cache_hits"], len(pending), sum(1 for i in all_planned if i.error))
 
         if pending:
             builder = import_target(model_spec.builder)

@@ -112,7 +112,7 @@ def rows_with_images(
     so that one bad image fails one sample.
     """
     import datasets
-    from PIL import UnidentifiedImageError
+    from PIL import Image, UnidentifiedImageError
 
     if isinstance(dataset.features.get(column), datasets.Image):
         dataset = dataset.cast_column(column, datasets.Image(decode=False))
@@ -123,7 +123,7 @@ def rows_with_images(
             if raw is None:
                 raise ValueError("dataset row has no image")
             ref = ImageRef(_materialise(raw, task_name, written))
-        except (OSError, ValueError, UnidentifiedImageError) as exc:  # one bad cell fails one sample
+        except (OSError, ValueError, UnidentifiedImageError, Image.DecompressionBombError) as exc:  # one bad cell, one sample
             reason = str(exc) if raw is None else f"cannot read dataset image: {type(exc).__name__}: {exc}"
             name = sample_id(row, index) if sample_id is not None else f"row-{index}"
             ref = placeholder_image(task_name, name, reason)

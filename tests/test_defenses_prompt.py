@@ -41,3 +41,27 @@ def test_default_generate_passes_transformed_requests_to_the_adapter():
     assert SelfReminder().generate(adapter, [request(), request()]) == ["out", "out"]
     assert all(r.prompt.endswith(REMINDER_SUFFIX) for r in adapter.seen)
     assert isinstance(NoDefense(), Defense)
+
+
+@pytest.mark.parametrize("name", ["self-reminder", "figstep-prompt", "adashield-s"])
+def test_every_text_a_prompt_defense_adds_is_in_its_cache_key(name):
+    """The added system prompt and prompt text are made of the defense's ``constants`` (hashed into the
+    fingerprint), so editing them can never reuse old generations."""
+    from harness import registries
+
+    defense = registries.defenses().get(name)()
+    original = request()
+    out = defense.transform(original)
+    added = [out.system or "", out.prompt.replace(original.prompt, "")]  # the query may be repeated
+    assert any(added)
+    remainder = "".join(added)
+    for constant in sorted(defense.constants, key=lambda c: -len(str(c))):
+        remainder = remainder.replace(str(constant), "")
+    assert remainder.strip() == ""
+    fingerprint = defense.fingerprint()
+    assert len(fingerprint["constants_sha256"]) == 64
+    type(defense).constants = (*defense.constants, "edited")
+    try:
+        assert defense.fingerprint()["constants_sha256"] != fingerprint["constants_sha256"]
+    finally:
+        type(defense).constants = type(defense).constants[:-1]

@@ -72,7 +72,8 @@ def test_bad_images_fail_alone_and_are_recorded(isolated_dirs, tmp_path):
     assert by_id["good"].ok
     assert "cannot decode image" in by_id["corrupt"].error
     assert "image file not found" in by_id["missing"].error
-    assert result.info.counts["errors"] == 2
+    assert "DecompressionBombError" in by_id["bomb"].error  # PIL's pixel limit: a sample error, not a crash
+    assert result.info.counts["errors"] == 3
     # the report still renders, with the errors listed
     html = (isolated_dirs[1] / "latest.html").read_text()
     assert "image file not found" in html
@@ -100,3 +101,18 @@ def test_a_kill_mid_run_loses_no_finished_generation(isolated_dirs, monkeypatch)
     resumed = run_eval(EvalConfig(**config))  # batch size 2: two batches (4 samples) were finished
     assert resumed.info.counts["cache_hits"] == 4
     assert resumed.info.counts["generated"] == 4
+
+
+def test_samples_sharing_a_cache_key_keep_their_own_ids_on_a_rerun(isolated_dirs):
+    register_task("repeated", "helpers_tasks:repeated_prompt_samples")
+    config = dict(model=TINY, tasks=["repeated"], limit="all", progress=False)
+    first = run_eval(EvalConfig(**config))
+    second = run_eval(EvalConfig(**config))
+    assert not second.info.model_loaded and second.info.counts["cache_hits"] == 3
+    for result in (first, second):
+        assert sorted(g.sample_id for g in result.generations) == ["a", "b", "c"]
+        assert sorted(j.sample_id for j in result.judgements) == ["a", "b", "c"]
+        assert {(m.metric, m.n) for m in result.metrics if m.subset == "all"} == {("asr", 3)}
+    by_id = {g.sample_id: g for g in second.generations}
+    assert by_id["a"].text == by_id["b"].text and by_id["a"] is not by_id["b"]
+
