@@ -70,6 +70,13 @@ def parse_params(pairs: Sequence[str], flag: str = "--defense-arg") -> dict[str,
     return params
 
 
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="harness",
@@ -89,8 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--limit", type=parse_limit, default=None, help="N, 'all', or 'default' (each task's documented subset)")
     run.add_argument("--dtype", default="float32", choices=["auto", "float32", "bfloat16", "float16"])
     run.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, auto")
-    run.add_argument("--batch-size", type=int, default=None, help="override every task's batch size")
-    run.add_argument("--max-new-tokens", type=int, default=None, help="override every task's generation length")
+    run.add_argument("--batch-size", type=positive_int, default=None, help="override every task's batch size")
+    run.add_argument("--max-new-tokens", type=positive_int, default=None, help="override every task's generation length")
     run.add_argument("--judge", default=None, help="override every task's default judge")
     run.add_argument("--task-arg", action="append", default=[], metavar="TASK:KEY=VALUE",
                      help="loader argument for one task, over its YAML (e.g. siuo:image_root=/data/siuo); repeatable")
@@ -196,18 +203,24 @@ def setup_logging(verbose: bool) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    # The global -v/--verbose may precede any command, delegated ones included.
+    verbose = False
+    while argv and argv[0] in ("-v", "--verbose"):
+        verbose, argv = True, argv[1:]
     if argv and argv[0] in DELEGATED:
         from harness.registry import import_target
 
-        setup_logging(verbose=False)
+        setup_logging(verbose)
         return int(import_target(DELEGATED[argv[0]])(argv[1:]))
     args = build_parser().parse_args(argv)
-    setup_logging(args.verbose)
+    setup_logging(verbose or args.verbose)
     if args.command == "list":
         return command_list(args.kind)
     if args.command == "eval":
         return command_eval(args)
-    return command_build(args)
+    if args.command == "build":
+        return command_build(args)
+    raise AssertionError(f"unhandled command {args.command!r}")  # argparse only admits the ones above
 
 
 if __name__ == "__main__":

@@ -182,16 +182,49 @@ def build_judges(names: Sequence[str], judge_args: dict[str, dict[str, Any]]) ->
                              f"(judges: {', '.join(names) or 'none'})")
         scoped.setdefault(name, {}).update(options)
     judges = {}
+    unscoped = judge_args.get("*", {})
+    taken: set[str] = set()
+    accepted: dict[str, list[str]] = {}
     for name in names:
         factory = registries.judges().get(name)
         parameters = inspect.signature(factory).parameters
         takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
-        shared = {key: value for key, value in judge_args.get("*", {}).items() if takes_any or key in parameters}
+        accepted[name] = ["any"] if takes_any else sorted(parameters)
+        shared = {key: value for key, value in unscoped.items() if takes_any or key in parameters}
+        taken |= set(shared)
         try:
             judges[name] = factory(**{**shared, **scoped.get(name, {})})
         except TypeError as exc:  # an option this judge does not take
             raise ValueError(f"judge {name}: {exc}") from None
+    unused = sorted(set(unscoped) - taken)
+    if unused:
+        # An option some other judge takes is only unused here (a shared JUDGE_ARGS, say); one that no
+        # registered judge takes is a typo (``modle=``) and must not silently fall back to the defaults.
+        anywhere = {key for entry in registries.judges() for key in inspect.signature(entry.load()).parameters}
+        typos = [key for key in unused if key not in anywhere]
+        if typos:
+            options = "; ".join(f"{name}: {', '.join(keys) or 'none'}" for name, keys in accepted.items())
+            raise ValueError(f"--judge-arg {', '.join(typos)}: no judge takes this option "
+                             f"(this run's judges take: {options})")
+        log.warning("--judge-arg %s: taken by no judge of this run (judges: %s)", ", ".join(unused), ", ".join(names))
     return judges
+
+
+def check_loader_args(spec: TaskSpec, overrides: dict[str, Any]) -> None:
+    """Fail fast on a ``--task-arg`` key the task's loader does not take, with close matches."""
+    import difflib
+    import inspect
+
+    parameters = inspect.signature(import_target(spec.loader)).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return
+    known = [name for name in parameters if name != "task_name"]
+    for key in overrides:
+        if key not in parameters:
+            close = difflib.get_close_matches(key, known, n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise ValueError(f"--task-arg {spec.name}:{key}: the task's loader has no argument {key!r}{hint} "
+                             f"(known: {', '.join(known)})")
 
 
 def load_samples(spec: TaskSpec, overrides: dict[str, Any] | None = None) -> list[Sample]:
@@ -263,10 +296,14 @@ def request_key(
 
 
 def effective_settings(spec: TaskSpec, config: EvalConfig) -> GenerationSettings:
-    return GenerationSettings(
+    settings = GenerationSettings(
         max_new_tokens=config.max_new_tokens or spec.generation.max_new_tokens,
         batch_size=config.batch_size or spec.generation.batch_size,
     )
+    for field in ("max_new_tokens", "batch_size"):  # a batch size < 1 would silently generate nothing
+        if getattr(settings, field) < 1:
+            raise ValueError(f"task {spec.name}: {field} must be >= 1, got {getattr(settings, field)}")
+    return settings
 
 
 # --------------------------------------------------------------------------- generation
@@ -428,6 +465,8 @@ def run_eval(config: EvalConfig) -> RunResult:
     stray = sorted(set(task_args) - {spec.name for spec in task_specs})
     if stray:
         raise ValueError(f"--task-arg names task(s) that are not being run: {', '.join(stray)}")
+    for spec in task_specs:
+        check_loader_args(spec, task_args.get(spec.name, {}))
     task_specs = [with_task_args_version(spec, task_args.get(spec.name)) for spec in task_specs]
     # Judges are built before any model work, so that a misconfigured one (no endpoint, bad option)
     # fails now rather than after an hour of generation.

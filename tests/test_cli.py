@@ -90,3 +90,30 @@ def test_task_args_make_their_own_task_version():
     assert typo.version.startswith(f"{spec.version}+args.") and typo.name == spec.name
     assert typo.version == with_task_args_version(spec, {"variant": "TYPO"}).version
     assert typo.version != with_task_args_version(spec, {"variant": "SD"}).version
+
+
+def test_task_arg_typo_fails_before_any_work_with_close_matches(isolated_dirs, capsys):
+    assert main(["eval", "--model", "tiny-random-llava-ov", "--tasks", "xstest", "--task-arg", "xstest:csv_pth=x.csv",
+                 "--limit", "1", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "has no argument 'csv_pth'; did you mean csv_path?" in err
+    assert not list(isolated_dirs[0].rglob("run.json"))  # no empty run stored, no report overwritten
+
+
+@pytest.mark.parametrize("flag", ["--batch-size", "--max-new-tokens"])
+@pytest.mark.parametrize("value", ["0", "-1"])
+def test_sizes_below_one_are_refused(flag, value, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["eval", flag, value])
+    assert exit_info.value.code == 2 and "expected a whole number >= 1" in capsys.readouterr().err
+
+
+def test_verbose_before_a_delegated_command_is_honoured(monkeypatch):
+    import harness.cli as cli
+    import harness.registry as registry
+
+    seen = {}
+    monkeypatch.setattr(cli, "setup_logging", lambda verbose: seen.setdefault("verbose", verbose))
+    monkeypatch.setattr(registry, "import_target", lambda target: lambda argv: seen.setdefault("argv", argv) and 0)
+    assert main(["-v", "judge", "--judge", "keyword-jbb"]) == 0
+    assert seen == {"verbose": True, "argv": ["--judge", "keyword-jbb"]}

@@ -66,3 +66,14 @@ def test_error_verdicts_take_the_kind_the_judge_declares():
     keyword = registries.judges().get("keyword-gcg")()
     assert verdict_kind(keyword) == "refusal"
     assert error_judgement("keyword-gcg", generation, RuntimeError("x"), keyword).kind == "refusal"
+
+
+def test_an_unscoped_judge_option_no_judge_takes_is_a_typo(caplog):
+    with pytest.raises(ValueError, match=r"--judge-arg modle: no judge takes this option"):
+        build_judges(["keyword-gcg"], {"*": {"modle": "gpt-4o"}})  # once silently ignored
+    with pytest.raises(ValueError, match=r"modle: no judge takes this option .*gpt-harmless: api_key, .*model"):
+        build_judges(["keyword-gcg", "gpt-harmless"], {"*": {**ENDPOINT, "api_key": "sk-test-key-123", "modle": "x"}})
+    # an option some other judge takes is only unused in a keyword-only run: a warning, not an error
+    with caplog.at_level("WARNING"):
+        judges = build_judges(["keyword-gcg"], {"*": {"model": "gpt-4o"}})
+    assert list(judges) == ["keyword-gcg"] and "taken by no judge of this run" in caplog.text

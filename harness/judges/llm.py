@@ -70,6 +70,7 @@ from __future__ import annotations
 import base64
 import email.utils
 import hashlib
+import inspect
 import http.client
 import json
 import os
@@ -1073,3 +1074,17 @@ def make_siuo_judge(**options: Any) -> LLMJudge:
 def make_mossbench_judge(**options: Any) -> LLMJudge:
     """MOSSBench GPT-4-turbo refusal judge (refusal), image attached; see ``_make``."""
     return _make(MOSSBENCH, **options)
+
+
+def _options_signature() -> inspect.Signature:
+    """The keyword options every ``make_*_judge`` passes on (``_make``'s own, then the endpoint's)."""
+    own = [p for name, p in inspect.signature(_make).parameters.items() if name == "max_tokens"]
+    endpoint = [p for name, p in inspect.signature(resolve_endpoint).parameters.items()
+                if name not in ("spec", "environ")]
+    return inspect.Signature(own + endpoint, return_annotation=LLMJudge)
+
+
+# inspect.signature reads __signature__: --judge-arg routing sees the options these factories take,
+# so an unscoped option reaches only them and a misspelt one is reported, not ignored.
+for _factory in (make_mmsafetybench_judge, make_harmless_judge, make_siuo_judge, make_mossbench_judge):
+    _factory.__signature__ = _options_signature()  # type: ignore[attr-defined]
