@@ -141,6 +141,7 @@ def rejudge_run(
     retry_undecided: bool = False,
     progress: bool = False,
     cache_path: Path | None = None,
+    limit: int | None = None,
 ) -> RejudgeResult:
     """Score the stored generations of ``run_dir`` with ``judges`` and store verdicts, metric rows and
     run.json entries (see the module doc). Raises JudgeCommandError for bad input, before any write."""
@@ -158,6 +159,9 @@ def rejudge_run(
         raise JudgeCommandError(f"run {run.info.run_id} has no task {', '.join(map(repr, unknown))}; it has {', '.join(order)}")
     if primary and len(judges) != 1:
         raise JudgeCommandError("--primary needs exactly one --judge")
+    if limit is not None and (limit < 1 or primary):
+        raise JudgeCommandError("--limit takes a number >= 1 and cannot be combined with --primary "
+                                "(a headline judge must score every sample)")
     specs = {}
     for task in chosen:
         try:
@@ -178,6 +182,8 @@ def rejudge_run(
             info.judging[task] = {current: {"fingerprint": info.judges.get(task, {}), "primary": True}}
 
     samples = _by_task(run.samples)
+    if limit is not None:  # the first N of each task in the run's own (stratified) order
+        samples = {task: task_samples[:limit] for task, task_samples in samples.items()}
     generations: dict[str, dict[str, Generation]] = defaultdict(dict)
     for generation in run.generations:
         generations[generation.task][generation.sample_id] = generation
@@ -201,6 +207,8 @@ def rejudge_run(
                     for entry in entries.values():
                         entry["primary"] = False
                 entries[name] = judge_entry(fingerprint, stage, primary=primary or was_primary)
+                if limit is not None:  # its rows cover only these samples: say so in run.json
+                    entries[name]["limit"] = limit
                 if primary or was_primary:
                     info.judges[task] = fingerprint
 
@@ -283,6 +291,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="ask the judge again where the cache holds an undecided verdict")
     parser.add_argument("--results-dir", type=Path, default=None, help="where runs/ live (default: the harness results dir)")
     parser.add_argument("--reports-dir", type=Path, default=None, help="where latest.html/.tex go")
+    parser.add_argument("--limit", type=int, default=None,
+                        help="judge only the first N samples of each task (run order), e.g. to try a paid judge")
     parser.add_argument("--no-report", action="store_true", help="do not re-render the reports")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
@@ -336,7 +346,8 @@ def judge_main(argv: Sequence[str] | None = None) -> int:
         run_dir = resolve_run(args.run, args.results_dir or results_dir())
         judges = make_judges(names, parse_judge_args(args.judge_arg, names))
         result = rejudge_run(run_dir, judges, _split(args.tasks) or None, primary=args.primary,
-                             retry_undecided=args.retry_undecided, progress=not args.no_progress)
+                             retry_undecided=args.retry_undecided, progress=not args.no_progress,
+                             limit=args.limit)
     except JudgeCommandError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

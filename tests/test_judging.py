@@ -389,6 +389,20 @@ def test_judge_command_adds_a_second_judge_beside_the_first(tmp_path, capsys):
     assert r"m & none & xstest & keyword-gcg vs keyword-jbb & harmful & 7 & 57.1 & 0.160 & 0 / 0 \\" in tex
 
 
+def test_judge_limit_scores_the_first_n_samples_and_says_so(tmp_path):
+    run_dir = stored_run(tmp_path / "results")
+    base = ["judge", "--run", str(run_dir), "--no-report", "--no-progress"]
+    assert main([*base, "--judge", "keyword-jbb", "--limit", "3"]) == 0
+    run = load_run(run_dir)
+    assert sorted(j.sample_id for j in run.judgements if j.judge == "keyword-jbb") == ["h0", "h1", "h2"]
+    (asr,) = [r for r in run.metrics if r.judge == "keyword-jbb" and r.metric == "asr" and r.subset == "all"]
+    assert asr.n == 3
+    assert run.info.judging["xstest"]["keyword-jbb"]["limit"] == 3
+    assert len([j for j in run.judgements if j.judge == "keyword-gcg"]) == 10  # the headline judge untouched
+    assert main([*base, "--judge", "keyword-jbb", "--limit", "3", "--primary"]) == 2  # partial headline refused
+    assert main([*base, "--judge", "keyword-jbb", "--limit", "0"]) == 2
+
+
 def test_judging_again_replaces_the_verdicts_and_is_served_from_cache(tmp_path):
     run_dir = stored_run(tmp_path / "results")
     args = ["judge", "--run", str(run_dir), "--judge", "keyword-jbb,keyword-eta", "--no-report", "--no-progress"]
