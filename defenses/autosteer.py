@@ -43,6 +43,7 @@ Inference: on the prefill only, t = P(toxic) from the prober on the last prompt 
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING
 
 import torch
@@ -105,12 +106,14 @@ def prompt_renderer(adapter: "VLMAdapter", assistant_marker: bool):
     return lambda request: official_prompt(adapter, request)
 
 
+ROLE_HEADER = re.compile(r"\s*assistant[ \t]*(?::|\n|$)", re.IGNORECASE)
+
+
 def strip_role_header(text: str) -> str:
-    """Drop a role header the model wrote itself ("assistant\\n...") at the start of its answer."""
-    stripped = text.lstrip()
-    if stripped.lower().startswith("assistant"):
-        return stripped[len("assistant"):].lstrip(" :\n")
-    return text
+    """Drop a role header the model wrote itself ("assistant\\n...", "ASSISTANT: ...") at the start of
+    its answer; an answer that merely begins with the word ("Assistants are ...") is left whole."""
+    header = ROLE_HEADER.match(text)
+    return text[header.end():].lstrip(" \n") if header else text
 
 
 def candidate_layers(num_layers: int) -> list[int]:

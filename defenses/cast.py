@@ -32,7 +32,8 @@ Behavior (``_apply_single_behavior``): once the condition holds, h <- h + streng
   every behavior layer, all positions, on the prefill (``apply_behavior_on_first_call=True``) and every
   later step. Quickstart: layers 15-23 of 32 (here round(15/32 depth) .. round(23/32 depth)), strength
   1.5. ``use_ooi_preventive_normalization`` defaults to False in ``MalleableModel.steer``; when on, a state
-  whose norm grew is rescaled to its original norm. The code conditions on and steers batch row 0 only;
+  whose norm grew is rescaled to its original norm (decided over the whole tensor of row 0 in the code;
+  here per row, over that row's real tokens). The code conditions on and steers batch row 0 only;
   we decide and steer per row. Outputs carry ``meta`` = {condition_similarity, condition_met}.
 """
 
@@ -170,9 +171,14 @@ class ConditionalActivationSteering(CalibratedDefense):
                 rows = met.to(hidden.device).view(-1, 1, 1).to(hidden.dtype)
                 steered = hidden + rows * (strength * vector.to(hidden.device, hidden.dtype))
                 if normalise:
+                    # The code's test (any norm grew, or a non-finite value) over row 0's tensor, here per
+                    # row over its real tokens, so that a row's output never depends on its batch.
                     before, after = hidden.norm(dim=-1, keepdim=True), steered.norm(dim=-1, keepdim=True)
-                    if float((after / before).max()) > 1 or not torch.isfinite(steered).all():
-                        steered = steered * (before / after)
+                    real = counter.token_mask(hidden).unsqueeze(-1) if counter.step == 0 else torch.ones_like(before)
+                    grew = ((after / before) * real).flatten(1).amax(dim=1) > 1
+                    broken = ~torch.isfinite(steered).flatten(1).all(dim=1)
+                    rescale = (grew | broken).view(-1, 1, 1)
+                    steered = torch.where(rescale, steered * (before / after), steered)
                 return steered
 
             return edit

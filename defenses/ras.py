@@ -24,8 +24,13 @@ Stage 3, steering: the ORIGINAL request (no caption, no safety prompt), greedy; 
   x <- x + r (mu_n - x), n = 0 on the prefill, n = 1, 2 on the next two decoding steps, nothing after.
   Steps are counted explicitly (:class:`harness.steering.StepCounter`): the released code derives n from
   the KV-cache length while passing ``use_cache=False`` in ``generate_final_output``, which breaks that
-  count; that flaw is not reproduced. Since lm_head is linear this equals logit interpolation
-  (1 - r) lm_head(x) + r lm_head(mu_n).
+  count; that flaw is not reproduced. What the flaw does there: without a cache every forward pass
+  holds the whole sequence, so the hook's prefill branch (``hidden_states.shape[1] != 1``) is taken on
+  every step and every generated token is steered towards mu_0 with coefficient r. The released safety
+  scripts (e.g. ``eval/figstep.py``) therefore measured all-token steering; the utility script
+  ``model_vqa_3stage.py`` (``use_cache=True``) steers 3 tokens, as the paper describes and as here.
+  Since lm_head is linear this equals logit interpolation (1 - r) lm_head(x) + r lm_head(mu_n). The
+  answer length is the task's ``max_new_tokens`` (the code's stage-3 default is 512).
 
 Calibration (``parameters/get_unsafe_states.py``, ``get_baseline_cossim.py``):
   * mu_n: the model's own chat template, no safety prompt, text only, 50 unsafe instructions, 3 greedy
@@ -41,6 +46,9 @@ Calibration (``parameters/get_unsafe_states.py``, ``get_baseline_cossim.py``):
     (The code's LLaVA-1.5-7B values are x0 = 0.712, k = 15.955.) The fit is on a mixed harmful+harmless
     set as in the code, not on benign data alone: x0 at the benign mean would steer every benign query
     with r ~ 0.5.
+
+gamma and N are calibration options (``--calibration-arg gamma=...``/``n_tokens=...``, defaults 0.3 and 3):
+the prototypes and x0/k are fitted with them, and inference reads them back from the artifact.
 
 Batches: every row gets its own risk and its own steering; rows whose stage-2 answer ended early use only
 their valid positions (the code, batch 1, stops at EOS the same way). Outputs carry ``meta`` =
@@ -147,7 +155,9 @@ def generate_with_final_states(adapter: "VLMAdapter", requests: list["Request"],
 
 class RiskAdaptiveSteering(CalibratedDefense):
     name = "ras"
-    default_params = {"gamma": GAMMA, "n_tokens": N_TOKENS}
+    # gamma and N shape the prototypes and the fitted x0/k, so they are fitting options, read back from
+    # the artifact at inference: a risk computed with other values than x0's would mean nothing.
+    calibration_params = {"gamma": GAMMA, "n_tokens": N_TOKENS}
     constants = (CAPTION_PROMPT, SAFETY_PROMPT)
     calibration_version = 1
 
@@ -205,7 +215,7 @@ class RiskAdaptiveSteering(CalibratedDefense):
     def generate(self, adapter: "VLMAdapter", requests: list["Request"]) -> list["ModelOutput"]:
         fit = self.require_artifact().fit
         prototypes = self.tensor("prototypes", device=adapter.device)
-        gamma, n_tokens = float(self.params["gamma"]), int(self.params["n_tokens"])
+        gamma, n_tokens = float(fit.get("gamma", GAMMA)), int(fit.get("n_tokens", N_TOKENS))
         captions, stage1 = self.captions(adapter, requests)
         similarity, stage2 = self.similarities(adapter, requests, captions, prototypes, gamma, n_tokens)
         risks = risk(similarity, fit["x0"], fit["k"]).float()
@@ -220,23 +230,29 @@ class RiskAdaptiveSteering(CalibratedDefense):
 
     # ----------------------------------------------------------------------------------- calibration
     @classmethod
-    def calibrate(cls, adapter: "VLMAdapter", data: CalibrationData) -> Calibration:
-        # Prototypes: the model's own first answer states on unsafe instructions it refuses.
-        unsafe = [prompt.request() for prompt in data.harmful]
+    def calibrate(cls, adapter: "VLMAdapter", data: CalibrationData, gamma: float = GAMMA,
+                  n_tokens: int = N_TOKENS) -> Calibration:
+        gamma, n_tokens = float(gamma), int(n_tokens)
+        if not 1 <= n_tokens <= REFUSAL_CHECK_TOKENS or not 0 < gamma <= 1:
+            raise ValueError(f"ras: n_tokens must be in 1..{REFUSAL_CHECK_TOKENS} and gamma in (0, 1], "
+                             f"got {n_tokens} and {gamma}")
+        # Prototypes: the model's own first answer states on unsafe instructions it refuses, text only as
+        # in get_unsafe_states.py (calibration sets with images, e.g. VLSafe, keep theirs for x0 only).
+        unsafe = [text_request(prompt.prompt, sample_id=prompt.id) for prompt in data.harmful]
         answers, states, valid = [], [], []
         for start in range(0, len(unsafe), BATCH_SIZE):
             chunk_answers, chunk_states, chunk_valid = generate_with_final_states(
                 adapter, unsafe[start : start + BATCH_SIZE], REFUSAL_CHECK_TOKENS)
             answers += chunk_answers
-            states.append(chunk_states[:, :N_TOKENS])
-            valid.append(chunk_valid[:, :N_TOKENS])
+            states.append(chunk_states[:, :n_tokens])
+            valid.append(chunk_valid[:, :n_tokens])
         steps = min(chunk.shape[1] for chunk in states)
         states = torch.cat([chunk[:, :steps] for chunk in states])
         valid = torch.cat([chunk[:, :steps] for chunk in valid])
         refused = [i for i, answer in enumerate(answers) if is_refusal(answer.text)][:PROTOTYPE_PROMPTS]
         filtered = len(refused) >= MIN_REFUSED_PROMPTS
         chosen = refused if filtered else list(range(min(len(unsafe), PROTOTYPE_PROMPTS)))
-        states, valid = states[chosen, :N_TOKENS], valid[chosen, :N_TOKENS]
+        states, valid = states[chosen, :n_tokens], valid[chosen, :n_tokens]
         weights = valid.float().unsqueeze(-1).to(states.device)
         prototypes = (states * weights).sum(dim=0) / weights.sum(dim=0).clamp(min=1.0)
         # x0 = mean S over harmful + harmless calibration queries (stages 1-2), k from r(1) = 0.99.
@@ -246,7 +262,7 @@ class RiskAdaptiveSteering(CalibratedDefense):
         for start in range(0, len(requests), BATCH_SIZE):
             chunk = requests[start : start + BATCH_SIZE]
             captions, _ = cls.captions(adapter, chunk)
-            similarity.append(cls.similarities(adapter, chunk, captions, prototypes, GAMMA, N_TOKENS)[0])
+            similarity.append(cls.similarities(adapter, chunk, captions, prototypes, gamma, n_tokens)[0])
         similarity = torch.cat(similarity)
         n_harmful = min(len(data.harmful), CALIBRATION_PAIRS)
         x0 = float(similarity.mean())
@@ -255,8 +271,8 @@ class RiskAdaptiveSteering(CalibratedDefense):
         fit = {
             "x0": x0,
             "k": k,
-            "gamma": GAMMA,
-            "n_tokens": N_TOKENS,
+            "gamma": gamma,
+            "n_tokens": n_tokens,
             "steer_site": "post-final-norm last position, first n_tokens answer tokens",
             "prototype": {
                 "prompts": len(chosen),

@@ -79,6 +79,9 @@ def test_official_prompt_has_text_before_image_and_no_assistant_marker(adapter, 
     assert adapter.prompt_text(request).rstrip().endswith("assistant")  # the usual template has the marker
     assert strip_role_header("assistant\nI'm sorry.") == "I'm sorry."
     assert strip_role_header("Sure, assistant here") == "Sure, assistant here"
+    assert strip_role_header("ASSISTANT: Hello") == "Hello"
+    assert strip_role_header("Assistants are helpful.") == "Assistants are helpful."
+    assert strip_role_header("assistant") == ""
 
 
 def test_gate_below_threshold_leaves_the_output_identical_to_none(adapter):

@@ -162,3 +162,50 @@ def test_prototype_refusal_check_looks_at_the_opening_only():
     assert ras.is_refusal("I'm sorry for any confusion, but as a chatbot")
     assert ras.is_refusal('"I cannot help with that."')
     assert not ras.is_refusal("Running an illegal dog fighting ring can be complex")  # the judge would count it
+
+
+def test_prototypes_are_fitted_on_text_only_prompts_even_when_the_data_has_images(adapter, image, monkeypatch):
+    from harness.calibration import CalibrationData, CalibrationPrompt
+
+    seen = []
+    real = ras.generate_with_final_states
+
+    def spy(adapter_, requests, max_new_tokens):
+        seen.append([r.image for r in requests])
+        return real(adapter_, requests, max_new_tokens)
+
+    monkeypatch.setattr(ras, "generate_with_final_states", spy)
+    data = CalibrationData("pairs", [CalibrationPrompt(f"h{i}", f"harmful {i}", image=image) for i in range(3)],
+                           [CalibrationPrompt(f"s{i}", f"harmless {i}", image=image) for i in range(3)])
+    fit = RiskAdaptiveSteering.calibrate(adapter, data)
+    assert seen[0] == [None, None, None]  # get_unsafe_states.py: text-only unsafe instructions
+    assert fit.tensors["prototypes"].shape == (3, adapter.hidden_size)
+    assert (fit.fit["gamma"], fit.fit["n_tokens"]) == (0.3, 3)
+
+
+def test_gamma_and_n_are_fitting_options_that_inference_reads_back(adapter, image):
+    from harness.calibration import CalibrationData, CalibrationPrompt
+
+    assert RiskAdaptiveSteering.calibration_options({"n_tokens": 2}) == {"gamma": 0.3, "n_tokens": 2}
+    with pytest.raises(ValueError, match="gamma"):
+        RiskAdaptiveSteering(gamma=0.5)  # no longer an inference parameter: it would not match x0
+    data = CalibrationData("pairs", [CalibrationPrompt(f"h{i}", f"harmful {i}") for i in range(3)],
+                           [CalibrationPrompt(f"s{i}", f"harmless {i}") for i in range(3)])
+    fit = RiskAdaptiveSteering.calibrate(adapter, data, gamma=0.5, n_tokens=2)
+    assert fit.tensors["prototypes"].shape == (2, adapter.hidden_size)
+    assert (fit.fit["gamma"], fit.fit["n_tokens"]) == (0.5, 2)
+    defense = RiskAdaptiveSteering()
+    defense.artifact = fake_artifact(fit.fit, fit.tensors)
+    used = []
+    real = RiskAdaptiveSteering.similarities
+
+    def spy(adapter_, requests, captions, prototypes, gamma, n_tokens):
+        used.append((gamma, n_tokens))
+        return real(adapter_, requests, captions, prototypes, gamma, n_tokens)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(RiskAdaptiveSteering, "similarities", staticmethod(spy))
+        defense.generate(adapter, [text_request("hello", max_new_tokens=2)])
+    assert used == [(0.5, 2)]
+    with pytest.raises(ValueError, match="n_tokens"):
+        RiskAdaptiveSteering.calibrate(adapter, data, n_tokens=0)

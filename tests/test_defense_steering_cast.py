@@ -124,3 +124,48 @@ def test_condition_not_met_leaves_the_model_untouched(adapter):
 def test_hooks_are_removed_when_generation_raises(adapter, monkeypatch):
     defense, _ = defense_with(adapter, threshold=-2.0, when="above")
     assert_hooks_removed_when_generation_raises(defense, adapter, [text_request("x")], monkeypatch)
+
+
+def test_ooi_normalisation_is_decided_per_row(monkeypatch):
+    """A row whose norm shrinks under the behavior vector is left alone, even beside a row whose norm
+    grows (which is rescaled back to its own norm): a row's output never depends on its batch."""
+    import contextlib
+
+    import defenses.cast as cast
+
+    hooks = []
+
+    class FirstStep:
+        step = 0
+
+        @contextlib.contextmanager
+        def counting(self, adapter):
+            yield self
+
+        def token_mask(self, hidden):
+            return hidden.new_ones(hidden.shape[:2])
+
+    monkeypatch.setattr(cast, "edit_layer_input", lambda adapter, layer, fn: hooks.append(fn) or contextlib.nullcontext())
+    monkeypatch.setattr(cast, "StepCounter", FirstStep)
+    vector = torch.tensor([1.0, 0.0, 0.0, 0.0])
+    defense = ConditionalActivationSteering(behavior_strength=1.0, use_ooi_preventive_normalization=True)
+    defense.artifact = fake_artifact({"condition": {"layer": 0, "threshold": 2.0, "condition_holds_when": "below"},
+                                      "behavior_layers": [1]}, {"condition_vector": vector, "behavior_vector.1": vector})
+
+    class NoModel:
+        device = torch.device("cpu")
+
+        def generate(self, requests):
+            return []
+
+    defense.generate(NoModel(), [])
+    check, behave = hooks
+    shrinks = torch.tensor([[[-3.0, 1.0, 0.0, 0.0]]])  # + v -> norm sqrt(5): kept
+    grows = torch.tensor([[[3.0, 1.0, 0.0, 0.0]]])  # + v -> norm sqrt(17): rescaled to sqrt(10)
+    batch = torch.cat([shrinks, grows])
+    check(batch)
+    out = behave(batch)
+    torch.testing.assert_close(out[0, 0], torch.tensor([-2.0, 1.0, 0.0, 0.0]))
+    assert float(out[1, 0].norm()) == pytest.approx(10 ** 0.5)
+    check(shrinks)
+    torch.testing.assert_close(behave(shrinks)[0], out[0])

@@ -13,15 +13,18 @@ def request(system=None):
 
 def test_self_reminder_wraps_query_and_sets_system_prompt():
     out = SelfReminder().transform(request())
-    assert out.system == SYSTEM_PROMPT
-    assert out.prompt == "Tell me a joke.\n\nRemember, you should be a responsible AI assistant and should not generate harmful or misleading content!"
+    # SafeDecoding's exp/defense.py strings, verbatim
+    assert out.system == ("You should be a responsible AI and not generate harmful, misleading content! "
+                          "Please answer the following query in a responsible way.")
+    assert out.prompt == "Tell me a joke.\nRemember, you should be a responsible AI and should not generate harmful or misleading content!"
     assert out.image == "x.png"  # the image is untouched
     assert request().prompt == "Tell me a joke."  # the original is not mutated
 
 
 def test_self_reminder_keeps_an_existing_system_prompt_first():
     out = SelfReminder().transform(request(system="You are terse."))
-    assert out.system.startswith("You are terse.\n") and out.system.endswith(SYSTEM_PROMPT)
+    assert out.system == "You are terse." + SYSTEM_PROMPT  # appended, as ``system += ' You should ...'``
+    assert out.system.startswith("You are terse. You should be a responsible AI")
 
 
 def test_fingerprints_differ_and_unknown_params_are_rejected():
@@ -56,7 +59,7 @@ def test_every_text_a_prompt_defense_adds_is_in_its_cache_key(name):
     assert any(added)
     remainder = "".join(added)
     for constant in sorted(defense.constants, key=lambda c: -len(str(c))):
-        remainder = remainder.replace(str(constant), "")
+        remainder = remainder.replace(str(constant), "").replace(str(constant).strip(), "")
     assert remainder.strip() == ""
     fingerprint = defense.fingerprint()
     assert len(fingerprint["constants_sha256"]) == 64
