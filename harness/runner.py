@@ -17,6 +17,7 @@ import json
 import logging
 import platform
 import random
+import re
 import subprocess
 import time
 from collections import defaultdict
@@ -474,6 +475,11 @@ def run_eval(config: EvalConfig) -> RunResult:
     judges_by_name = build_judges(sorted(set(task_judges.values())), config.judge_args)
 
     fingerprinter = import_target(model_spec.fingerprinter)
+    # "auto" becomes the device it means: CPU and GPU numerics differ, so they must not share cache rows.
+    if config.device == "auto":
+        from harness.models.hf import resolve_device
+
+        config = dataclasses.replace(config, device=resolve_device("auto"))
     model_fingerprint = {**fingerprinter(model_spec, config.dtype), "device": config.device}
     defense.prepare(model_spec.name, model_fingerprint)
     defense_fingerprint = defense.fingerprint()
@@ -532,6 +538,11 @@ def run_eval(config: EvalConfig) -> RunResult:
             # A builder may have materialised the weights (first use of smol-llava): identify the
             # model by what was actually loaded, so that later runs find these generations.
             loaded_fingerprint = {**fingerprinter(model_spec, config.dtype), "device": config.device}
+            revision = loaded_fingerprint.get("revision")
+            if isinstance(revision, str) and not re.fullmatch(r"[0-9a-f]{40}", revision):
+                log.warning("model %s: the Hub revision could not be resolved to a commit (%s); generations are "
+                            "cached under the branch name and would be reused after the repository changes",
+                            model_spec.name, loaded_fingerprint["revision"])
             if loaded_fingerprint != model_fingerprint:
                 log.info("model fingerprint changed on load; re-keying %d pending requests", len(pending))
                 model_fingerprint = loaded_fingerprint

@@ -116,3 +116,14 @@ def test_samples_sharing_a_cache_key_keep_their_own_ids_on_a_rerun(isolated_dirs
     by_id = {g.sample_id: g for g in second.generations}
     assert by_id["a"].text == by_id["b"].text and by_id["a"] is not by_id["b"]
 
+
+
+def test_device_auto_is_keyed_as_the_device_it_resolves_to(isolated_dirs):
+    config = dict(model=TINY, tasks=["xstest"], limit=2, max_new_tokens=2, progress=False)
+    from harness.models.hf import resolve_device
+
+    auto = run_eval(EvalConfig(**config, device="auto"))
+    resolved = resolve_device("auto")
+    assert auto.info.model_fingerprint["device"] == resolved
+    cpu = run_eval(EvalConfig(**config, device=resolved))
+    assert not cpu.info.model_loaded and cpu.info.counts["cache_hits"] == 2

@@ -137,6 +137,20 @@ def test_hub_fingerprint_reads_commit_from_local_cache(tmp_path):
     assert hf.fingerprint_pretrained(_hub_spec("dev"), "float32")["revision"] == "b" * 40
 
 
+@pytest.mark.parametrize("variable", ["HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_HOME"])
+def test_hub_cache_follows_huggingface_hub_variables(variable, tmp_path, monkeypatch):
+    for name in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_HOME"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv(variable, "~/hf-cache")  # ~ expanded, as huggingface_hub does
+    root = tmp_path / "hf-cache" / ("hub" if variable == "HF_HOME" else "")
+    refs = root / "models--org--model" / "refs"
+    refs.mkdir(parents=True)
+    (refs / "main").write_text("d" * 40)
+    assert hf.hub_cache() == root
+    assert hf.fingerprint_pretrained(_hub_spec(), "float32")["revision"] == "d" * 40
+
+
 def test_hub_fingerprint_without_cache_entry():
     assert hf.fingerprint_pretrained(_hub_spec())["revision"] == "main (unresolved)"
     assert hf.fingerprint_pretrained(_hub_spec("v1.0"))["revision"] == "v1.0"

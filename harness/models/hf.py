@@ -124,12 +124,18 @@ def fingerprint_pretrained(spec: ModelSpec, dtype: str = "auto") -> dict[str, An
 
 
 def hub_cache() -> Path:
-    """The Hugging Face Hub cache folder, resolved as huggingface_hub does."""
-    if os.environ.get("HF_HUB_CACHE"):
-        return Path(os.environ["HF_HUB_CACHE"])
+    """The Hugging Face Hub cache folder, resolved as huggingface_hub does (read at call time):
+    HF_HUB_CACHE, then the legacy HUGGINGFACE_HUB_CACHE, then HF_HOME/hub, then XDG_CACHE_HOME or
+    ~/.cache + huggingface/hub; ``~`` and ``$VARS`` expanded."""
+    def expand(value: str) -> Path:
+        return Path(os.path.expandvars(os.path.expanduser(value)))
+
+    for variable in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
+        if os.environ.get(variable):
+            return expand(os.environ[variable])
     if os.environ.get("HF_HOME"):
-        return Path(os.environ["HF_HOME"]) / "hub"
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "huggingface" / "hub"
+        return expand(os.environ["HF_HOME"]) / "hub"
+    return expand(os.environ.get("XDG_CACHE_HOME", "~/.cache")) / "huggingface" / "hub"
 
 
 def hub_commit(repo_id: str, revision: str | None = None) -> str:
