@@ -55,6 +55,7 @@ from harness.steering import (
     edit_layer_input,
     edit_lm_head_input,
     encode_texts,
+    progress,
     read_residuals,
     render_messages,
     rendered_with,
@@ -296,7 +297,7 @@ class AutoSteer(CalibratedDefense):
         user(question [+ image]) + assistant(REFUSAL_TARGET), loss after the user content (official
         format) or after the generation prompt (``assistant_marker``: the model does not write the header)."""
         states, targets = [], []
-        for prompt in prompts:
+        for prompt in progress(prompts, len(prompts), "autosteer: refusal-head targets"):
             request = prompt.request()
             full = render_messages(adapter, request, add_generation_prompt=False,
                                    image_after_text=not assistant_marker, assistant=REFUSAL_TARGET)

@@ -63,7 +63,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from harness.calibration import Calibration, CalibratedDefense, CalibrationData
-from harness.steering import StepCounter, combine_timing, edit_final_norm_output, text_request
+from harness.steering import StepCounter, combine_timing, edit_final_norm_output, progress, text_request
 
 if TYPE_CHECKING:
     from harness.models.adapter import VLMAdapter
@@ -240,7 +240,8 @@ class RiskAdaptiveSteering(CalibratedDefense):
         # in get_unsafe_states.py (calibration sets with images, e.g. VLSafe, keep theirs for x0 only).
         unsafe = [text_request(prompt.prompt, sample_id=prompt.id) for prompt in data.harmful]
         answers, states, valid = [], [], []
-        for start in range(0, len(unsafe), BATCH_SIZE):
+        starts = range(0, len(unsafe), BATCH_SIZE)
+        for start in progress(starts, len(starts), "ras: prototype answers"):
             chunk_answers, chunk_states, chunk_valid = generate_with_final_states(
                 adapter, unsafe[start : start + BATCH_SIZE], REFUSAL_CHECK_TOKENS)
             answers += chunk_answers
@@ -259,7 +260,8 @@ class RiskAdaptiveSteering(CalibratedDefense):
         queries = data.harmful[:CALIBRATION_PAIRS] + data.harmless[:CALIBRATION_PAIRS]
         requests = [prompt.request() for prompt in queries]
         similarity = []
-        for start in range(0, len(requests), BATCH_SIZE):
+        starts = range(0, len(requests), BATCH_SIZE)
+        for start in progress(starts, len(starts), "ras: risk of calibration queries (x0)"):
             chunk = requests[start : start + BATCH_SIZE]
             captions, _ = cls.captions(adapter, chunk)
             similarity.append(cls.similarities(adapter, chunk, captions, prototypes, gamma, n_tokens)[0])

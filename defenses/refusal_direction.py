@@ -46,6 +46,7 @@ from harness.steering import (
     edit_output,
     encode_requests,
     last_logits,
+    progress,
     residuals_for_requests,
     template_suffix,
 )
@@ -182,23 +183,24 @@ class RefusalDirection(CalibratedDefense):
         baseline_harmful_score = refusal_scores(last_logits(adapter, harmful_inputs), token_ids).mean().item()
         max_layer = max(1, int(adapter.num_layers * (1.0 - PRUNE_LAYER_PERCENTAGE)))
         evaluated = []
-        for position in range(-n_positions, 0):
-            for layer in range(max_layer):
-                direction = candidates[position, layer].float()
-                if not torch.isfinite(direction).all() or direction.norm() == 0:
-                    continue
-                row = {"position": position, "layer": layer}
-                actadd = [edit_layer_input(adapter, layer, add_vector(direction, 1.0))]
-                induced = logits_with(adapter, harmless_inputs, actadd)
-                row["steering_score"] = refusal_scores(induced, token_ids).mean().item()
-                if row["steering_score"] >= INDUCE_REFUSAL_THRESHOLD:
-                    ablated = logits_with(adapter, harmless_inputs, ablation_everywhere(adapter, direction))
-                    row["kl_div_score"] = kl_divergence(baseline_harmless, ablated).mean().item()
-                    if row["kl_div_score"] <= KL_THRESHOLD:
-                        bypass = logits_with(adapter, harmful_inputs, ablation_everywhere(adapter, direction))
-                        row["refusal_score"] = refusal_scores(bypass, token_ids).mean().item()
-                evaluated.append(row)
-            log.info("refusal-direction: scored position %d (%d candidates so far)", position, len(evaluated))
+        grid = [(position, layer) for position in range(-n_positions, 0) for layer in range(max_layer)]
+        for position, layer in progress(grid, len(grid), "refusal-direction: selection candidates"):
+            direction = candidates[position, layer].float()
+            if not torch.isfinite(direction).all() or direction.norm() == 0:
+                continue
+            row = {"position": position, "layer": layer}
+            actadd = [edit_layer_input(adapter, layer, add_vector(direction, 1.0))]
+            induced = logits_with(adapter, harmless_inputs, actadd)
+            row["steering_score"] = refusal_scores(induced, token_ids).mean().item()
+            if row["steering_score"] >= INDUCE_REFUSAL_THRESHOLD:
+                ablated = logits_with(adapter, harmless_inputs, ablation_everywhere(adapter, direction))
+                row["kl_div_score"] = kl_divergence(baseline_harmless, ablated).mean().item()
+                if row["kl_div_score"] <= KL_THRESHOLD:
+                    bypass = logits_with(adapter, harmful_inputs, ablation_everywhere(adapter, direction))
+                    row["refusal_score"] = refusal_scores(bypass, token_ids).mean().item()
+            evaluated.append(row)
+        log.info("refusal-direction: scored %d candidates (%d positions x %d layers)", len(evaluated), n_positions,
+                 max_layer)
         kept = [row for row in evaluated if "refusal_score" in row and not math.isnan(row["refusal_score"])]
         fallback = not kept
         chosen = (min(kept, key=lambda row: row["refusal_score"]) if kept

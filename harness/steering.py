@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -245,6 +245,13 @@ def read_residuals(adapter: "VLMAdapter", inputs: dict[str, torch.Tensor], layer
     return Residuals(captured, mask, final[0] if final else None)
 
 
+def progress(iterable: Iterable[Any], total: int | None = None, description: str = "") -> Iterable[Any]:
+    """A progress bar for calibration loops (minutes on a CPU): shown on a terminal, silent in logs."""
+    from tqdm import tqdm
+
+    return tqdm(iterable, total=total, desc=description, unit="batch", leave=False, disable=None)
+
+
 def residuals_for_requests(adapter: "VLMAdapter", requests: Sequence["Request"], layers: Sequence[int],
                            *, suffixes: Sequence[str] | None = None, batch_size: int = 8,
                            render: Callable[["Request"], str] | None = None) -> list[Residuals]:
@@ -252,7 +259,8 @@ def residuals_for_requests(adapter: "VLMAdapter", requests: Sequence["Request"],
     (e.g. the start of an assistant answer)."""
     render = render or adapter.prompt_text
     out = []
-    for start in range(0, len(requests), batch_size):
+    starts = range(0, len(requests), batch_size)
+    for start in progress(starts, len(starts), f"activations of {len(requests)} prompts"):
         chunk = list(requests[start : start + batch_size])
         texts = [render(request) for request in chunk]
         if suffixes is not None:
