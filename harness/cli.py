@@ -131,6 +131,8 @@ def command_list(kind: str) -> int:
 
 
 def format_value(row: Any) -> str:
+    if row.metric == "empty_answers":  # a count out of the judged answers of one kind
+        return f"{row.value:.0f} of {row.n} ({row.subset})"
     interval = f" [{row.ci_low:.1f}, {row.ci_high:.1f}]" if row.ci_low is not None else ""
     return f"{row.value:.1f}{interval} (n={row.n})"
 
@@ -166,6 +168,9 @@ def command_eval(args: argparse.Namespace) -> int:
         result = run_eval(config)
     except (UnknownNameError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # e.g. a Hub id that does not exist, or no network: no traceback for that
+        print(f"error: could not load model {args.model!r}: {exc}", file=sys.stderr)
         return 2
     info = result.info
     print(f"\nrun {info.run_id}: {info.counts}  model loaded: {'yes' if info.model_loaded else 'no (all cached)'}")

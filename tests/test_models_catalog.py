@@ -211,3 +211,10 @@ def test_local_fingerprint_same_content_elsewhere_is_equal(tmp_path):
 def test_local_fingerprint_of_empty_folder_fails(tmp_path):
     with pytest.raises(FileNotFoundError, match="no model files"):
         hf.folder_sha256(tmp_path)
+
+
+def test_hub_id_one_letter_off_a_registered_one_warns(registry, caplog):
+    with caplog.at_level("WARNING"):
+        spec = resolve_model(registry, "llava-hf/llava-onevison-qwen2-0.5b-ov-hf")
+    assert spec.source == "llava-hf/llava-onevison-qwen2-0.5b-ov-hf"  # still taken: it may be meant
+    assert "did you mean 'llava-hf/llava-onevision-qwen2-0.5b-ov-hf'" in caplog.text

@@ -6,11 +6,15 @@ id ("org/name", optionally "org/name@revision") or a local model directory as an
 
 from __future__ import annotations
 
+import difflib
+import logging
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from harness.models.spec import AUTO_FAMILY, ModelSpec
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from harness.registry import Registry
@@ -129,10 +133,16 @@ def resolve_model(registry: "Registry[ModelSpec]", name: str) -> ModelSpec:
     if match:
         repo, revision = match["repo"], match["revision"]
         # A registered model named by its Hub id keeps its own spec (and so its cache keys).
+        sources = {}
         for entry in registry:
             spec = entry.load()
             if spec.source == repo and revision in (None, spec.revision):
                 return spec
+            sources[spec.source] = entry.name
+        close = difflib.get_close_matches(repo, list(sources), n=1, cutoff=0.9)
+        if close:  # one or two letters off a registered model's Hub id: almost surely a typo
+            log.warning("model %r is not registered; did you mean %r (registered as %s)?", repo, close[0],
+                        sources[close[0]])
         return ad_hoc_spec(repo, revision)
     registry.canonical(name)  # raises UnknownNameError with close matches
     raise AssertionError("unreachable: canonical() accepts only registered names")
