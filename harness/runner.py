@@ -549,13 +549,26 @@ def run_eval(config: EvalConfig) -> RunResult:
                 versions = {spec.name: spec.version for spec in task_specs}
                 for item in pending:
                     item.request.key = request_key(item.request, versions[item.request.task], model_fingerprint, defense_fingerprint)
-            with progress_bar(len(pending), config.progress, f"{model_spec.name}/{defense_name}") as bar:
-                for batch in batches(pending):
+            # Requests with the same input (same key) are generated once and copied to the others:
+            # POPE asks the same question on the same image in several splits.
+            unique: dict[str, Planned] = {}
+            repeats: dict[str, list[Planned]] = defaultdict(list)
+            for item in pending:
+                if unique.setdefault(item.request.key, item) is not item:
+                    repeats[item.request.key].append(item)
+            if repeats:
+                log.info("%d requests repeat another's input: generated once, copied",
+                         sum(len(items) for items in repeats.values()))
+            with progress_bar(len(unique), config.progress, f"{model_spec.name}/{defense_name}") as bar:
+                for batch in batches(list(unique.values())):
                     produced = generate_batch(defense, adapter, batch, model_spec.name, defense_name)
                     cache.put_many(produced)  # committed now: a crash loses nothing finished
                     for generation in produced:
-                        generations[generation.task][generation.sample_id] = generation
-                        counts["generated"] += int(generation.ok)
+                        copies = [dataclasses.replace(generation, task=item.request.task, sample_id=item.sample.id)
+                                  for item in repeats.get(generation.key, [])]
+                        for copy in [generation, *copies]:
+                            generations[copy.task][copy.sample_id] = copy
+                            counts["generated"] += int(copy.ok)
                     bar.update(len(batch))
             # Free the target model before judging: a classifier judge (an 8B Llama Guard) loads next.
             del adapter

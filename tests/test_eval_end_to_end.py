@@ -103,10 +103,23 @@ def test_a_kill_mid_run_loses_no_finished_generation(isolated_dirs, monkeypatch)
     assert resumed.info.counts["generated"] == 4
 
 
-def test_samples_sharing_a_cache_key_keep_their_own_ids_on_a_rerun(isolated_dirs):
+def test_samples_sharing_a_cache_key_keep_their_own_ids_on_a_rerun(isolated_dirs, monkeypatch):
     register_task("repeated", "helpers_tasks:repeated_prompt_samples")
     config = dict(model=TINY, tasks=["repeated"], limit="all", progress=False)
+    calls = []
+    from defenses.none import NoDefense
+
+    real_generate = NoDefense.generate
+
+    def counting(self, adapter, requests):
+        calls.extend(r.sample_id for r in requests)
+        return real_generate(self, adapter, requests)
+
+    monkeypatch.setattr(NoDefense, "generate", counting)
     first = run_eval(EvalConfig(**config))
+    monkeypatch.setattr(NoDefense, "generate", real_generate)
+    assert sorted(calls) == ["a", "c"]  # b repeats a's input: generated once, copied
+    assert first.info.counts["generated"] == 3
     second = run_eval(EvalConfig(**config))
     assert not second.info.model_loaded and second.info.counts["cache_hits"] == 3
     for result in (first, second):
