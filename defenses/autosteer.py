@@ -185,6 +185,7 @@ def train_refusal_head(states: list[torch.Tensor], targets: list[torch.Tensor], 
 
 class AutoSteer(CalibratedDefense):
     name = "autosteer"
+    version = 2  # 2: only a real role header is stripped from the answer
     default_params = {"threshold": THRESHOLD, "epsilon": EPSILON, "safety_ratio": SAFETY_RATIO}
     calibration_params = {"assistant_marker": False}  # False: the official prompt format
     calibration_version = 1

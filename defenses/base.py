@@ -24,6 +24,9 @@ class Defense:
     # Fixed prompts and settings that shape the output but are not parameters: their sha256 is part of
     # the cache key, so that editing one can never reuse generations made with the old one.
     constants: ClassVar[tuple[Any, ...]] = ()
+    # Bump when a code change alters what the defense generates for the same inputs and settings: the
+    # number enters the cache key (from 2 on, so that version-1 keys stay as they were).
+    version: ClassVar[int] = 1
 
     def __init__(self, **params: Any):
         unknown = set(params) - set(self.default_params)
@@ -49,6 +52,8 @@ class Defense:
         if self.constants:
             joined = "\0".join(str(value) for value in self.constants)
             fingerprint["constants_sha256"] = hashlib.sha256(joined.encode("utf-8")).hexdigest()
+        if self.version != 1:
+            fingerprint["version"] = self.version
         return fingerprint
 
     def transform(self, request: "Request") -> "Request":

@@ -140,6 +140,7 @@ def load_suffixes() -> tuple[list[str], list[str]]:
 
 class ConditionalActivationSteering(CalibratedDefense):
     name = "cast"
+    version = 2  # 2: OOI normalisation decided per row
     default_params = {"behavior_strength": BEHAVIOR_STRENGTH, "use_ooi_preventive_normalization": False}
     calibration_version = 1
 

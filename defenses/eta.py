@@ -136,6 +136,7 @@ class Candidates:
 
 class ETA(Defense):
     name = "eta"
+    version = 2  # 2: sampling seeded from the request content, no longer its sample id
     constants = (RM_PROMPT_POST_EVAL, RM_PROMPT_ALIGN, SAFETY_PROMPT, SAFETY_PREFIX)
     default_params = {
         "reward_scorer": "armorm",

@@ -68,3 +68,12 @@ def test_every_text_a_prompt_defense_adds_is_in_its_cache_key(name):
         assert defense.fingerprint()["constants_sha256"] != fingerprint["constants_sha256"]
     finally:
         type(defense).constants = type(defense).constants[:-1]
+
+
+def test_a_defense_version_enters_the_cache_key_from_2_on():
+    assert "version" not in SelfReminder().fingerprint()  # version 1: keys as they always were
+
+    class Changed(SelfReminder):
+        version = 2
+
+    assert Changed().fingerprint() == {**SelfReminder().fingerprint(), "version": 2}
