@@ -17,7 +17,6 @@ import json
 import logging
 import platform
 import random
-import re
 import subprocess
 import time
 from collections import defaultdict
@@ -301,9 +300,9 @@ def effective_settings(spec: TaskSpec, config: EvalConfig) -> GenerationSettings
         max_new_tokens=config.max_new_tokens or spec.generation.max_new_tokens,
         batch_size=config.batch_size or spec.generation.batch_size,
     )
-    for field in ("max_new_tokens", "batch_size"):  # a batch size < 1 would silently generate nothing
-        if getattr(settings, field) < 1:
-            raise ValueError(f"task {spec.name}: {field} must be >= 1, got {getattr(settings, field)}")
+    for name in ("max_new_tokens", "batch_size"):  # a batch size < 1 would silently generate nothing
+        if getattr(settings, name) < 1:
+            raise ValueError(f"task {spec.name}: {name} must be >= 1, got {getattr(settings, name)}")
     return settings
 
 
@@ -352,6 +351,13 @@ def generate_batch(defense: Any, adapter: Any, batch: list[Planned], model: str,
         )
         for item, output in zip(batch, outputs)
     ]
+
+
+def filed_under(generation: Generation, item: Planned, **changes: Any) -> Generation:
+    """A copy of ``generation`` under ``item``'s task and sample id. Samples with the same input share one
+    cache key (POPE reuses an image and question across its splits); each keeps its own record, so no
+    verdict or row is overwritten."""
+    return dataclasses.replace(generation, task=item.request.task, sample_id=item.sample.id, **changes)
 
 
 def error_generation(item: Planned, model: str, defense_name: str, error: str) -> Generation:
@@ -517,12 +523,8 @@ def run_eval(config: EvalConfig) -> RunResult:
                     item, model_spec.name, defense_name, item.error
                 )
             elif item.request.key in cached:
-                # Samples with the same input share a key (POPE reuses an image and question across its
-                # splits): each gets its own copy, under its own id, so no verdict or row is overwritten.
-                generations[item.request.task][item.sample.id] = dataclasses.replace(
-                    cached[item.request.key], task=item.request.task, sample_id=item.sample.id,
-                    model=model_spec.name, defense=defense_name,
-                )
+                generations[item.request.task][item.sample.id] = filed_under(
+                    cached[item.request.key], item, model=model_spec.name, defense=defense_name)
                 counts["cache_hits"] += 1
             else:
                 pending.append(item)
@@ -538,11 +540,6 @@ def run_eval(config: EvalConfig) -> RunResult:
             # A builder may have materialised the weights (first use of smol-llava): identify the
             # model by what was actually loaded, so that later runs find these generations.
             loaded_fingerprint = {**fingerprinter(model_spec, config.dtype), "device": config.device}
-            revision = loaded_fingerprint.get("revision")
-            if isinstance(revision, str) and not re.fullmatch(r"[0-9a-f]{40}", revision):
-                log.warning("model %s: the Hub revision could not be resolved to a commit (%s); generations are "
-                            "cached under the branch name and would be reused after the repository changes",
-                            model_spec.name, loaded_fingerprint["revision"])
             if loaded_fingerprint != model_fingerprint:
                 log.info("model fingerprint changed on load; re-keying %d pending requests", len(pending))
                 model_fingerprint = loaded_fingerprint
@@ -564,8 +561,7 @@ def run_eval(config: EvalConfig) -> RunResult:
                     produced = generate_batch(defense, adapter, batch, model_spec.name, defense_name)
                     cache.put_many(produced)  # committed now: a crash loses nothing finished
                     for generation in produced:
-                        copies = [dataclasses.replace(generation, task=item.request.task, sample_id=item.sample.id)
-                                  for item in repeats.get(generation.key, [])]
+                        copies = [filed_under(generation, item) for item in repeats.get(generation.key, [])]
                         for copy in [generation, *copies]:
                             generations[copy.task][copy.sample_id] = copy
                             counts["generated"] += int(copy.ok)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 import time
@@ -46,6 +47,8 @@ FINGERPRINT_PATTERNS = (
 MEMO_MIN_AGE_S = 2.0
 COMMIT = re.compile(r"[0-9a-f]{40}")
 UNRESOLVED = "main (unresolved)"
+
+log = logging.getLogger(__name__)
 
 
 # ------------------------------------------------------------------------------------------- loading
@@ -98,7 +101,8 @@ def load_pretrained(
     from harness.models.adapter import VLMAdapter
 
     location = str(source if source is not None else spec.source)
-    revision = None if Path(location).is_dir() else spec.revision
+    on_hub = not Path(location).is_dir()
+    revision = spec.revision if on_hub else None
     family = detect_family(location, revision) if spec.family == AUTO_FAMILY else spec.family
     dtype_name = resolve_dtype(spec, dtype)
     device_name = resolve_device(device)
@@ -110,6 +114,11 @@ def load_pretrained(
         device_map=device_name,
         trust_remote_code=False,
     )
+    if on_hub:
+        commit = hub_commit(location, revision)
+        if not COMMIT.fullmatch(commit):  # the cache key then holds a branch name, not a commit
+            log.warning("model %s: the Hub revision could not be resolved to a commit (%s); generations are "
+                        "cached under that name and would be reused after the repository changes", spec.name, commit)
     return VLMAdapter(model, processor, spec, device_name, dtype_name)
 
 
