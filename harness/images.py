@@ -15,6 +15,14 @@ class BadImageError(ValueError):
     """A sample's image is missing or cannot be decoded."""
 
 
+def decode_errors() -> tuple[type[BaseException], ...]:
+    """What PIL raises for a file or buffer that is not a usable image: unreadable or truncated data,
+    and ``DecompressionBombError`` (a header claiming more than twice PIL's pixel limit)."""
+    from PIL import Image, UnidentifiedImageError
+
+    return UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError
+
+
 def file_sha256(path: str | Path, chunk_size: int = 1 << 20) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -25,7 +33,7 @@ def file_sha256(path: str | Path, chunk_size: int = 1 << 20) -> str:
 
 def check_image(path: str | Path) -> str:
     """Verify that ``path`` is a decodable image; return its content sha256. Raises BadImageError."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     path = Path(path)
     if not path.is_file():
@@ -33,9 +41,7 @@ def check_image(path: str | Path) -> str:
     try:
         with Image.open(path) as image:
             image.load()  # decode fully: verify() misses truncated data
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        # DecompressionBombError: a header claiming more than twice PIL's pixel limit; one such image
-        # fails its sample, like any other undecodable file.
+    except decode_errors() as exc:
         raise BadImageError(f"cannot decode image {path}: {type(exc).__name__}: {exc}") from exc
     return file_sha256(path)
 

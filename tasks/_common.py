@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 
-from harness.images import materialize
+from harness.images import decode_errors, materialize
 from harness import paths
 from harness.records import Generation, Sample
 from tasks import DATA_DIR
@@ -112,21 +112,20 @@ def rows_with_images(
     so that one bad image fails one sample.
     """
     import datasets
-    from PIL import Image, UnidentifiedImageError
 
     if isinstance(dataset.features.get(column), datasets.Image):
         dataset = dataset.cast_column(column, datasets.Image(decode=False))
     written: dict[str, str] = {}
     for index, row in enumerate(dataset):
         raw = row.get(column)
+        name = sample_id(row, index) if sample_id is not None else f"row-{index}"
+        if raw is None:
+            yield row, placeholder_image(task_name, name, "dataset row has no image")
+            continue
         try:
-            if raw is None:
-                raise ValueError("dataset row has no image")
             ref = ImageRef(_materialise(raw, task_name, written))
-        except (OSError, ValueError, UnidentifiedImageError, Image.DecompressionBombError) as exc:  # one bad cell, one sample
-            reason = str(exc) if raw is None else f"cannot read dataset image: {type(exc).__name__}: {exc}"
-            name = sample_id(row, index) if sample_id is not None else f"row-{index}"
-            ref = placeholder_image(task_name, name, reason)
+        except decode_errors() as exc:  # one bad cell fails one sample
+            ref = placeholder_image(task_name, name, f"cannot read dataset image: {type(exc).__name__}: {exc}")
         yield row, ref
 
 
