@@ -109,24 +109,27 @@ def rows_with_images(
     the column is read undecoded and identical encoded bytes map to the same file. A row whose cell is
     empty, undecodable or points to a missing file does not stop the load: it gets a placeholder
     (:func:`placeholder_image`, named ``sample_id(row, index)``, default the row index) with the reason,
-    so that one bad image fails one sample.
+    so that one bad image fails one sample; how many did is logged once the rows are read.
     """
     import datasets
 
     if isinstance(dataset.features.get(column), datasets.Image):
         dataset = dataset.cast_column(column, datasets.Image(decode=False))
     written: dict[str, str] = {}
+    refs: list[ImageRef] = []
     for index, row in enumerate(dataset):
         raw = row.get(column)
         name = sample_id(row, index) if sample_id is not None else f"row-{index}"
         if raw is None:
-            yield row, placeholder_image(task_name, name, "dataset row has no image")
-            continue
-        try:
-            ref = ImageRef(_materialise(raw, task_name, written))
-        except decode_errors() as exc:  # one bad cell fails one sample
-            ref = placeholder_image(task_name, name, f"cannot read dataset image: {type(exc).__name__}: {exc}")
+            ref = placeholder_image(task_name, name, "dataset row has no image")
+        else:
+            try:
+                ref = ImageRef(_materialise(raw, task_name, written))
+            except decode_errors() as exc:  # one bad cell fails one sample
+                ref = placeholder_image(task_name, name, f"cannot read dataset image: {type(exc).__name__}: {exc}")
+        refs.append(ref)
         yield row, ref
+    log_missing(task_name, refs)
 
 
 def _materialise(raw: Any, task_name: str, written: dict[str, str]) -> str:

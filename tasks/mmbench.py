@@ -18,7 +18,7 @@ from typing import Mapping, Sequence
 
 from harness.metrics import accuracy_metrics, rate
 from harness.records import Generation, Judgement, MetricValue, Sample
-from tasks._common import generated_texts, is_missing, load_hf_split, log_missing, rows_with_images
+from tasks._common import generated_texts, is_missing, load_hf_split, rows_with_images
 
 CIRCULAR_STRIDE = 1_000_000
 OPTION_LETTERS = "ABCDE"
@@ -90,9 +90,8 @@ def load_mmbench(
     (``stratify_by: category``) shuffles whole circular groups and ``--limit`` never splits one.
     """
     dataset = load_hf_split(path, name, split, data_files, cache_dir)
-    samples, refs = [], []
+    samples = []
     for row, image in rows_with_images(dataset, task_name, sample_id=lambda row, _: str(row["index"])):
-        refs.append(image)
         index = int(row["index"])
         options = options_of(row)
         samples.append(
@@ -116,7 +115,6 @@ def load_mmbench(
             )
         )
     samples.sort(key=lambda sample: (int(sample.group), sample.meta["circular_pass"]))
-    log_missing(task_name, refs)
     return samples
 
 

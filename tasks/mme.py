@@ -14,7 +14,7 @@ from typing import Iterable, Mapping, Sequence
 
 from harness.metrics import accuracy_metrics, rate
 from harness.records import Generation, Judgement, MetricValue, Sample
-from tasks._common import load_hf_split, log_missing, rows_with_images
+from tasks._common import load_hf_split, rows_with_images
 
 # LLaVA-1.5's MME protocol (docs/Evaluation.md): the question as given, then this line.
 PROMPT_SUFFIX = "\nAnswer the question using a single word or phrase."
@@ -61,9 +61,8 @@ def load_mme(
     """
     dataset = load_hf_split(path, name, split, data_files, cache_dir)
     seen: dict[str, int] = defaultdict(int)
-    samples, refs = [], []
+    samples = []
     for row, image in rows_with_images(dataset, task_name, sample_id=lambda row, _: str(row["question_id"])):
-        refs.append(image)
         key = row["question_id"]
         position = seen[key]
         seen[key] += 1
@@ -79,7 +78,6 @@ def load_mme(
                 meta={"question_id": key, "question": row["question"], **image.meta()},
             )
         )
-    log_missing(task_name, refs)
     return samples
 
 

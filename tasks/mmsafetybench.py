@@ -289,7 +289,7 @@ def _sample(
 
 def _load_github(
     task_name: str, variant: str, scenarios: Sequence[str], questions_dir: str, images_root: str, font_path: str
-) -> tuple[list[Sample], list[ImageRef]]:
+) -> list[Sample]:
     questions, root = resolve_root(questions_dir), resolve_root(images_root)
     samples, refs = [], []
     for scenario in scenarios:
@@ -299,16 +299,17 @@ def _load_github(
             meta = {"source": "github", "image_source": image_source, **kept}
             samples.append(_sample(task_name, scenario, qid, variant, row[QUESTION_FIELD[variant]], ref, meta))
             refs.append(ref)
-    return samples, refs
+    log_missing(task_name, refs)
+    return samples
 
 
 def _load_hf(
     task_name: str, variant: str, scenarios: Sequence[str], path: str, data_files: str | None, cache_dir: str | None
-) -> tuple[list[Sample], list[ImageRef]]:
+) -> list[Sample]:
     if data_files is not None and "{config}" not in data_files and len(scenarios) > 1:
         raise ValueError("MM-SafetyBench data_files must contain {config} (and {variant}) to read several scenarios")
-    samples, refs = [], []
-    for scenario in scenarios:
+    samples = []
+    for scenario in scenarios:  # rows_with_images logs the missing images of each scenario
         config = hf_config(scenario)
         if data_files is None:
             dataset = load_hf_split(path, config, variant, None, cache_dir)
@@ -320,8 +321,7 @@ def _load_hf(
             qid = str(row["id"])
             meta = {"source": "hf", "image_source": "hf" if ref.error is None else "missing"}
             samples.append(_sample(task_name, scenario, qid, variant, row["question"], ref, meta))
-            refs.append(ref)
-    return samples, refs
+    return samples
 
 
 def load_mmsafetybench(
@@ -350,8 +350,5 @@ def load_mmsafetybench(
         raise ValueError(f"MM-SafetyBench source must be one of {SOURCES}, got {source!r}")
     chosen = resolve_scenarios(scenarios)
     if source == "github":
-        samples, refs = _load_github(task_name, variant, chosen, questions_dir, images_root, font_path)
-    else:
-        samples, refs = _load_hf(task_name, variant, chosen, path, data_files, cache_dir)
-    log_missing(task_name, refs)
-    return samples
+        return _load_github(task_name, variant, chosen, questions_dir, images_root, font_path)
+    return _load_hf(task_name, variant, chosen, path, data_files, cache_dir)

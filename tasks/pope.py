@@ -40,7 +40,7 @@ from typing import Iterable, Mapping, Sequence
 
 from harness.metrics import rate
 from harness.records import Generation, Judgement, MetricValue, Sample
-from tasks._common import ImageRef, data_path, load_hf_split, log_missing, rows_with_images
+from tasks._common import ImageRef, data_path, load_hf_split, rows_with_images
 
 SPLITS = ("random", "popular", "adversarial")
 PROMPT_SUFFIX = "\nAnswer the question using a single word or phrase."
@@ -119,12 +119,10 @@ def load_pope(
     if not rows:  # a renamed column value must not turn into an empty task
         raise ValueError(f"POPE {path}: no rows with category in {wanted}; found {sorted(set(column))}")
     dataset = dataset.select(rows)
-    samples, refs = [], []
+    samples = []
     for row, image in rows_with_images(dataset, task_name, sample_id=lambda row, _: f"{row['category']}/{row['question_id']}"):
-        refs.append(image)
         samples.append(_sample(task_name, row["category"], row["question_id"], row["question"], row["answer"], image,
                                row.get("image_source") or ""))
-    log_missing(task_name, refs)
     return samples
 
 

@@ -14,7 +14,7 @@ MD-Judge (``OpenSafetyLab/MD-Judge-v0.1``, official judge ``md-judge``) as the u
 from __future__ import annotations
 
 from harness.records import Sample
-from tasks._common import load_hf_split, log_missing, rows_with_images
+from tasks._common import load_hf_split, rows_with_images
 
 
 def load_spavl(
@@ -32,7 +32,7 @@ def load_spavl(
     ``meta["image_error"]``; it fails alone at generation.
     """
     dataset = load_hf_split(path, name, split, data_files, cache_dir)
-    samples, refs = [], []
+    samples = []
     for index, (row, ref) in enumerate(rows_with_images(dataset, task_name, sample_id=lambda _, i: str(i))):
         sample_id = str(index)
         samples.append(
@@ -46,6 +46,4 @@ def load_spavl(
                 meta={"class2": row.get("class2"), "class3": row.get("class3"), **ref.meta()},
             )
         )
-        refs.append(ref)
-    log_missing(task_name, refs)
     return samples
