@@ -73,7 +73,7 @@ def safety_metrics(
         generation = generations.get(sample.id)
         if generation is not None and generation.ok:
             judged[kind] += 1
-            empty[kind] += not (generation.text or "").strip()
+            empty[kind] += not generation.text.strip()  # type: ignore[union-attr]  # ok: text is a str
         if kind == "harmful":
             outcome = verdict.attack_success
         elif verdict.kind == "harm":

@@ -1086,5 +1086,6 @@ def _options_signature() -> inspect.Signature:
 
 # inspect.signature reads __signature__: --judge-arg routing sees the options these factories take,
 # so an unscoped option reaches only them and a misspelt one is reported, not ignored.
+_OPTIONS = _options_signature()
 for _factory in (make_mmsafetybench_judge, make_harmless_judge, make_siuo_judge, make_mossbench_judge):
-    _factory.__signature__ = _options_signature()  # type: ignore[attr-defined]
+    _factory.__signature__ = _OPTIONS  # type: ignore[attr-defined]
