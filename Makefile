@@ -15,7 +15,7 @@ BASE ?= results-base
 NEW ?= results
 COMPARE_ARGS ?=
 
-.PHONY: setup venv system-packages smol-llava organism test eval report compare clean-results
+.PHONY: setup venv system-packages smol-llava organism test test-gpu eval report compare clean-results
 
 setup: venv system-packages smol-llava
 
@@ -56,6 +56,10 @@ organism: venv system-packages
 
 test: venv
 	$(PY) -m pytest -q
+
+# The CUDA path (every family and defense in bfloat16/float16 on a GPU); skipped by `make test` without one.
+test-gpu: venv
+	$(PY) -m pytest -q -m gpu -rs
 
 eval: venv
 	$(PY) -m harness eval --model $(MODEL) --defense $(DEFENSE) --tasks $(TASKS) --limit $(LIMIT) $(EVAL_ARGS)

@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/defense_latency.py [--model smol-llava] [--tasks figstep-tiny,xstest,easyvqa]
         [--limit 12] [--defenses none,ras,...] [--rounds 1] [--keep DIR]
-        [--calibration-arg autosteer:assistant_marker=true]
+        [--calibration-arg autosteer:assistant_marker=true] [--device cuda] [--dtype bfloat16]
     .venv/bin/python bench/defense_latency.py --summarise DIR   # re-print the tables of a --keep folder
 
 Run it on an otherwise idle machine. Every defense generates the same samples (the first ``--limit``
@@ -59,6 +59,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--keep", type=Path, default=None, help="results/cache folder to keep (default: temporary)")
     parser.add_argument("--calibration-arg", action="append", default=[], metavar="DEFENSE:KEY=VALUE",
                         help="calibration option of one defense (as harness calibrate --calibration-arg)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 (calibration and generation)")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     parser.add_argument("--summarise", type=Path, default=None, metavar="DIR",
                         help="print the tables of an earlier --keep folder; runs nothing")
     return parser.parse_args(argv)
@@ -66,6 +68,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def load1() -> float:
     return os.getloadavg()[0]
+
+
+def device_name(device: str) -> str:
+    import torch
+
+    if device.startswith("cuda") and torch.cuda.is_available():
+        return f"{device} ({torch.cuda.get_device_name(torch.device(device))})"
+    return device
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -90,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
                            parse_scoped(args.calibration_arg, "--calibration-arg", None).items()}
     tasks = [name for name in args.tasks.split(",") if name]
     print(f"work folder: {work}\nmodel {args.model}; tasks {tasks}; {args.limit} samples per task; "
-          f"defenses {defenses}; {args.rounds} round(s); threads {os.environ.get('OMP_NUM_THREADS', 'default')}")
+          f"defenses {defenses}; {args.rounds} round(s); threads {os.environ.get('OMP_NUM_THREADS', 'default')}; "
+          f"device {device_name(args.device)}, {args.dtype}")
     for name, params in OFFLINE_PARAMS.items():
         if name in defenses:
             print(f"  {name} runs with offline stand-ins {params}")
@@ -101,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(defense_class, type) and issubclass(defense_class, CalibratedDefense):
             start = time.perf_counter()
             options = calibration_options.get(name, {})
-            calibrate(name, args.model, limit=args.calibration_limit, options=options)
+            calibrate(name, args.model, limit=args.calibration_limit, options=options, dtype=args.dtype,
+                      device=args.device)
             calibration_s[name] = time.perf_counter() - start
             print(f"calibrated {name} in {calibration_s[name]:.1f} s" + (f" with {options}" if options else ""))
 
@@ -116,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
             result = run_eval(EvalConfig(model=args.model, tasks=tasks, defense=name,
                                          defense_params=OFFLINE_PARAMS.get(name, {}), limit=limit,
                                          batch_size=1,  # per-sample latency, not a batch's
+                                         device=args.device, dtype=args.dtype,
                                          progress=False, write_report=False))
             wall = time.perf_counter() - start
             fresh = [g for g in result.generations if g.ok and not g.from_cache]

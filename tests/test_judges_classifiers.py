@@ -421,7 +421,8 @@ def test_llama_guard_vision_batched_equals_one_by_one_on_a_real_model(mllama_dir
 def test_fingerprints(llama2_dir, monkeypatch):
     from harness.models.hf import folder_sha256
 
-    harmbench = cls.make_harmbench_classifier(model_id=str(llama2_dir))
+    # "auto" dtype follows the device (bfloat16 on a GPU): pin the CPU so the test holds on any machine
+    harmbench = cls.make_harmbench_classifier(model_id=str(llama2_dir), device="cpu")
     fingerprint = harmbench.fingerprint()
     assert fingerprint == {
         "judge": "harmbench-cls",
@@ -437,7 +438,7 @@ def test_fingerprints(llama2_dir, monkeypatch):
         "template_sha256": hashlib.sha256(cls.HARMBENCH_CLS_PROMPT.encode()).hexdigest(),
     }
     assert harmbench.model is None  # fingerprinting loads nothing
-    unescaped = cls.make_harmbench_classifier(model_id=str(llama2_dir), escape_inst_tags=False).fingerprint()
+    unescaped = cls.make_harmbench_classifier(model_id=str(llama2_dir), device="cpu", escape_inst_tags=False).fingerprint()
     assert unescaped != fingerprint and unescaped["escape_inst_tags"] is False
     md = cls.make_md_judge(model_id=str(llama2_dir)).fingerprint()
     assert md["template_sha256"] == hashlib.sha256(cls.MD_JUDGE_V01_TEMPLATE.encode()).hexdigest()

@@ -1,0 +1,94 @@
+"""The CUDA path: every model family and defense on a GPU, in the half-precision dtypes users run.
+
+Skipped where no CUDA device is visible (CI has none); run ``make test-gpu`` on a machine with one.
+Real users run 7B models in bfloat16 on GPUs, so this is where device and dtype mix-ups surface: a
+steering vector fitted in float32 on the CPU added to bfloat16 activations on the GPU, a risk score
+computed on the wrong device, a prober whose weights stayed on the CPU.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from harness import registries
+from harness.calibration import calibrate
+from harness.models.catalog import resolve_model
+from harness.registry import import_target
+from harness.runner import EvalConfig, run_eval
+from harness.steering import all_hook_counts, edit_layer_output, encode_texts, last_logits, text_request
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (make test-gpu)"),
+]
+
+TINY_MODELS = ["tiny-random-llava-ov", "tiny-random-llava", "tiny-random-qwen2-vl"]
+HALF_DTYPES = ["bfloat16", "float16"]
+STEERING_DEFENSES = ["refusal-direction", "cast", "astra", "autosteer", "ras"]
+# Offline stand-ins for the hub scorers (as in bench/defense_latency.py), with gates forced open so
+# that the aligned / replaced path runs too.
+DEFENSE_PARAMS = {
+    "eta": {"reward_scorer": "self-judge", "image_scorer": "self-judge", "post_threshold": 1.0, "pre_threshold": 0.0},
+    "mllm-protector": {"detector": "self-judge", "detoxifier": "none", "threshold": 1.01},
+}
+
+
+def load(model: str, dtype: str, device: str):
+    spec = resolve_model(registries.models(), model)
+    return import_target(spec.builder)(spec, dtype=dtype, device=device)
+
+
+@pytest.fixture(scope="module")
+def calibrated_on_gpu(tmp_path_factory):
+    """Every steering defense fitted on the GPU in bfloat16 for every tiny model (a private folder)."""
+    folder = tmp_path_factory.mktemp("calibration")
+    patch = pytest.MonkeyPatch()
+    patch.setenv("HARNESS_CALIBRATION_DIR", str(folder))
+    for model in TINY_MODELS:
+        for defense in STEERING_DEFENSES:
+            calibrate(defense, model, limit=4, dtype="bfloat16", device="cuda")
+    yield folder
+    patch.undo()
+
+
+@pytest.mark.parametrize("model", TINY_MODELS)
+def test_float32_logits_on_the_gpu_match_the_cpu(model):
+    cpu, gpu = load(model, "float32", "cpu"), load(model, "float32", "cuda")
+    request = text_request("What is the capital of France?")
+    texts = [cpu.prompt_text(request)]
+    on_cpu = last_logits(cpu, encode_texts(cpu, texts, [None]))
+    on_gpu = last_logits(gpu, encode_texts(gpu, texts, [None]))
+    torch.testing.assert_close(on_gpu.cpu(), on_cpu, atol=2e-3, rtol=2e-3)
+    assert cpu.generate([request])[0].text == gpu.generate([request])[0].text
+
+
+@pytest.mark.parametrize("dtype", HALF_DTYPES)
+def test_a_float32_vector_added_to_half_precision_activations_moves_the_logits(dtype):
+    adapter = load("tiny-random-llava", dtype, "cuda")
+    inputs = encode_texts(adapter, [adapter.prompt_text(text_request("hello there"))], [None])
+    assert inputs["input_ids"].is_cuda
+    vector = torch.randn(adapter.hidden_size, generator=torch.Generator().manual_seed(1))  # float32, CPU
+    plain = last_logits(adapter, inputs)
+    with edit_layer_output(adapter, 0, lambda hidden: hidden + vector.to(hidden)):
+        steered = last_logits(adapter, inputs)
+    assert all_hook_counts(adapter) == 0
+    assert steered.dtype == torch.float32 and torch.isfinite(steered).all()
+    assert (steered - plain).abs().max() > 1e-1
+
+
+@pytest.mark.parametrize("model", TINY_MODELS)
+@pytest.mark.parametrize("dtype", HALF_DTYPES)
+def test_every_defense_runs_on_the_gpu(calibrated_on_gpu, isolated_dirs, monkeypatch, model, dtype):
+    monkeypatch.setenv("HARNESS_CALIBRATION_DIR", str(calibrated_on_gpu))
+    failures = {}
+    for defense in registries.defenses().names():
+        config = EvalConfig(model=model, tasks=["figstep-tiny", "xstest"], defense=defense,
+                            defense_params=DEFENSE_PARAMS.get(defense, {}), limit=2, max_new_tokens=4,
+                            dtype=dtype, device="cuda", progress=False, write_report=False)
+        result = run_eval(config)
+        errors = [g.error for g in result.generations if not g.ok]
+        if errors or len(result.generations) != 4:
+            failures[defense] = errors or f"{len(result.generations)} generations"
+        assert result.info.settings["device"] == "cuda" and result.info.settings["dtype"] == dtype
+    assert not failures, failures
