@@ -85,10 +85,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     work = args.keep or Path(tempfile.mkdtemp(prefix="defense-latency-"))
     work.mkdir(parents=True, exist_ok=True)
-    # Fresh results, reports and generation cache: nothing may come from an earlier run.
+    # Fresh results and reports; the generation cache and calibrations live under the results folder, so
+    # nothing may come from an earlier run. The built model and rendered task images (HARNESS_CACHE_DIR)
+    # are reused: they change no answer and no timing.
     os.environ["HARNESS_RESULTS_DIR"] = str(work / "results")
     os.environ["HARNESS_REPORTS_DIR"] = str(work / "reports")
-    os.environ["HARNESS_CACHE_DIR"] = str(work / "cache")
 
     from harness import registries
     from harness.calibration import CalibratedDefense, calibrate

@@ -43,7 +43,6 @@ def main(argv: list[str] | None = None) -> int:
     work = args.keep or Path(tempfile.mkdtemp(prefix="device-agreement-"))
     os.environ["HARNESS_RESULTS_DIR"] = str(work / "results")
     os.environ["HARNESS_REPORTS_DIR"] = str(work / "reports")
-    os.environ.setdefault("HARNESS_CACHE_DIR", str(work / "cache"))
 
     from harness.runner import EvalConfig, run_eval
 
