@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
 from defenses.base import Defense
+from harness.models.spec import DEVICE_HELP, DTYPE_HELP
 from harness.paths import calibration_dir
 
 if TYPE_CHECKING:
@@ -395,6 +396,10 @@ def calibrate(
     if len(dataset) < 2:
         raise ValueError("calibration needs at least 2 prompt pairs (--limit 2 or more)")
 
+    from harness.models.hf import resolve_device
+    from harness.models.spec import resolve_dtype
+
+    dtype, device = resolve_dtype(spec, dtype), resolve_device(device)  # the manifest records what ran
     log.info("loading model %s (dtype %s, device %s)", spec.name, dtype, device)
     adapter = import_target(spec.builder)(spec, dtype=dtype, device=device)
     fingerprint = import_target(spec.fingerprinter)(spec, dtype)  # after loading: the build now exists
@@ -444,8 +449,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--defense", required=True, help="refusal-direction, cast, astra, autosteer or ras")
     parser.add_argument("--model", default="smol-llava", help="registered model name, HF id or local folder")
     parser.add_argument("--limit", type=int, default=None, help="use only the first N prompt pairs (default: all)")
-    parser.add_argument("--dtype", default="float32", choices=["auto", "float32", "bfloat16", "float16"])
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, auto")
+    parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"], help=DTYPE_HELP)
+    parser.add_argument("--device", default="auto", help=DEVICE_HELP)
     parser.add_argument("--data", default="builtin", help="'builtin' (shipped prompts) or 'vlsafe:DIR'")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--calibration-arg", action="append", default=[], metavar="KEY=VALUE",

@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+from harness.models.spec import DEVICE_HELP, DTYPE_HELP
+
 OFFLINE_SUITE = ("figstep-tiny", "xstest", "easyvqa")
 DEFAULT_MODEL = "smol-llava"
 DEFAULT_DEFENSE = "none"
@@ -94,8 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--defense-arg", action="append", default=[], metavar="KEY=VALUE", help="defense parameter (repeatable)")
     run.add_argument("--tasks", default=",".join(OFFLINE_SUITE), help="comma-separated task names (default: the offline suite)")
     run.add_argument("--limit", type=parse_limit, default=None, help="N, 'all', or 'default' (each task's documented subset)")
-    run.add_argument("--dtype", default="float32", choices=["auto", "float32", "bfloat16", "float16"])
-    run.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, auto")
+    run.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"], help=DTYPE_HELP)
+    run.add_argument("--device", default="auto", help=DEVICE_HELP)
     run.add_argument("--batch-size", type=positive_int, default=None, help="override every task's batch size")
     run.add_argument("--max-new-tokens", type=positive_int, default=None, help="override every task's generation length")
     run.add_argument("--judge", default=None, help="override every task's default judge")

@@ -481,11 +481,12 @@ def run_eval(config: EvalConfig) -> RunResult:
     judges_by_name = build_judges(sorted(set(task_judges.values())), config.judge_args)
 
     fingerprinter = import_target(model_spec.fingerprinter)
-    # "auto" becomes the device it means: CPU and GPU numerics differ, so they must not share cache rows.
-    if config.device == "auto":
-        from harness.models.hf import resolve_device
+    # "auto" becomes the device and dtype it means: CPU and GPU numerics differ, so they must not share
+    # cache rows, and the run record names what ran.
+    from harness.models.hf import resolve_device
+    from harness.models.spec import resolve_dtype
 
-        config = dataclasses.replace(config, device=resolve_device("auto"))
+    config = dataclasses.replace(config, device=resolve_device(config.device), dtype=resolve_dtype(model_spec, config.dtype))
     model_fingerprint = {**fingerprinter(model_spec, config.dtype), "device": config.device}
     defense.prepare(model_spec.name, model_fingerprint)
     defense_fingerprint = defense.fingerprint()

@@ -158,6 +158,11 @@ def test_calibrate_main_cli(tmp_path, monkeypatch, capsys):
     assert calibrate_main(["--defense", "moras", "--model", "tiny-random-llava-ov", "--limit", "2"]) == 0
     out = capsys.readouterr().out
     assert str(artifact_dir("ras", "tiny-random-llava-ov")) in out and '"x0"' in out
+    # the default dtype and device ("auto") are recorded as what they resolved to
+    from harness.models.hf import resolve_device
+
+    manifest = json.loads((artifact_dir("ras", "tiny-random-llava-ov") / MANIFEST_FILE).read_text())
+    assert manifest["dtype"] == "float32" and manifest["device"] == resolve_device("auto")
     assert calibrate_main(["--defense", "self-reminder", "--model", "tiny-random-llava-ov", "--limit", "2"]) == 2
     assert "needs no calibration" in capsys.readouterr().err
     assert calibrate_main(["--defense", "ras", "--limit", "1"]) == 2

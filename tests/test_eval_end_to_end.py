@@ -131,12 +131,15 @@ def test_samples_sharing_a_cache_key_keep_their_own_ids_on_a_rerun(isolated_dirs
 
 
 
-def test_device_auto_is_keyed_as_the_device_it_resolves_to(isolated_dirs):
+def test_device_and_dtype_auto_are_keyed_and_recorded_as_what_they_resolve_to(isolated_dirs):
     config = dict(model=TINY, tasks=["xstest"], limit=2, max_new_tokens=2, progress=False)
     from harness.models.hf import resolve_device
 
-    auto = run_eval(EvalConfig(**config, device="auto"))
+    auto = run_eval(EvalConfig(**config, device="auto", dtype="auto"))
     resolved = resolve_device("auto")
     assert auto.info.model_fingerprint["device"] == resolved
-    cpu = run_eval(EvalConfig(**config, device=resolved))
-    assert not cpu.info.model_loaded and cpu.info.counts["cache_hits"] == 2
+    assert auto.info.settings["device"] == resolved and auto.info.settings["dtype"] == "float32"  # the spec's default
+    explicit = run_eval(EvalConfig(**config, device=resolved, dtype="float32"))
+    assert not explicit.info.model_loaded and explicit.info.counts["cache_hits"] == 2
+    half = run_eval(EvalConfig(**config, device=resolved, dtype="bfloat16"))
+    assert half.info.model_loaded and half.info.counts["cache_hits"] == 0
