@@ -86,8 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     work = args.keep or Path(tempfile.mkdtemp(prefix="defense-latency-"))
     work.mkdir(parents=True, exist_ok=True)
     # Fresh results and reports; the generation cache and calibrations live under the results folder, so
-    # nothing may come from an earlier run. The built model and rendered task images (HARNESS_CACHE_DIR)
-    # are reused: they change no answer and no timing.
+    # no generation and no calibration comes from an earlier run. HARNESS_CACHE_DIR (the built model,
+    # rendered task images, the judgement cache) is reused: it changes no answer, verdict or timing.
     os.environ["HARNESS_RESULTS_DIR"] = str(work / "results")
     os.environ["HARNESS_REPORTS_DIR"] = str(work / "reports")
 
@@ -185,7 +185,7 @@ def print_tables(generations, metrics, order: list[str] | None = None) -> None:
     # jumps between them; the per-task mean is the stable comparison.
     task_means = {(stats.defense, stats.task): stats.mean_s for stats in latency_stats(generations)}
     tasks = sorted({task for _, task in task_means})
-    print(f"\nmean s per sample by task (x none on the same task)")
+    print("\nmean s per sample by task (x none on the same task)")
     print(f"{'defense':<18} " + " ".join(task[:22].rjust(22) for task in tasks))
     for name in defenses:
         cells = []

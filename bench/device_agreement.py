@@ -8,7 +8,9 @@ device and dtype are in the cache key, so no pair reads another's answers). The 
 reference: per task, the table gives each pair's share of answers identical to the reference's, the
 share whose first 32 characters agree, and the task metrics side by side. Greedy decoding on another
 device or in half precision may pick a different token where two logits are close; after that the
-answers part, so identical answers are expected from float32 and not from bfloat16.
+answers part, so identical answers are expected from float32 and not from bfloat16. A defense that
+learns something is calibrated once, on the reference pair, into the fresh folder; ETA and
+MLLM-Protector use their offline stand-in scorers (as in ``defense_latency.py``).
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench.defense_latency import OFFLINE_PARAMS  # noqa: E402 - the offline scorers of ETA / MLLM-Protector
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -38,21 +42,37 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def device_and_dtype(item: str) -> tuple[str, str]:
+    """"cuda:1:bfloat16" -> ("cuda:1", "bfloat16"): the dtype is after the last colon."""
+    device, sep, dtype = item.rpartition(":")
+    if not sep or not device or dtype not in ("float32", "bfloat16", "float16", "auto"):
+        raise SystemExit(f"error: --runs expects DEVICE:DTYPE pairs such as cuda:bfloat16, got {item!r}")
+    return device, dtype
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     work = args.keep or Path(tempfile.mkdtemp(prefix="device-agreement-"))
     os.environ["HARNESS_RESULTS_DIR"] = str(work / "results")
     os.environ["HARNESS_REPORTS_DIR"] = str(work / "reports")
 
+    from harness import registries
+    from harness.calibration import CalibratedDefense, calibrate
     from harness.runner import EvalConfig, run_eval
 
-    pairs = [tuple(item.split(":", 1)) for item in args.runs.split(",") if item]
+    pairs = [device_and_dtype(item) for item in args.runs.split(",") if item]
     tasks = [name for name in args.tasks.split(",") if name]
+    defense = registries.defenses().canonical(args.defense)
+    params = OFFLINE_PARAMS.get(defense, {})
+    defense_class = registries.defenses().get(defense)
+    if isinstance(defense_class, type) and issubclass(defense_class, CalibratedDefense):
+        # one artifact for every pair (device and dtype are portable), fitted in the reference's
+        calibrate(defense, args.model, device=pairs[0][0], dtype=pairs[0][1])
     answers: dict[tuple[str, str], dict[tuple[str, str], str]] = {}
     metrics: dict[tuple[str, str], dict[tuple[str, str], float]] = {}
     for device, dtype in pairs:
         start = time.perf_counter()
-        result = run_eval(EvalConfig(model=args.model, tasks=tasks, defense=args.defense, limit=args.limit,
+        result = run_eval(EvalConfig(model=args.model, tasks=tasks, defense=defense, defense_params=params, limit=args.limit,
                                      device=device, dtype=dtype, batch_size=args.batch_size,
                                      progress=False, write_report=False))
         answers[(device, dtype)] = {(g.task, g.sample_id): g.text for g in result.generations if g.ok}

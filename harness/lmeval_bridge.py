@@ -35,7 +35,9 @@ or from the shell (lm-eval's own CLI, after this module has registered the class
   pairs separated by ``;`` (``coeff:0.5;other:2``; values parsed as YAML scalars, like
   ``harness eval --defense-arg``). lm-eval splits a model_args *string* on every comma, so a JSON
   object with several keys only survives in a dict model_args or on the CLI (whose parser keeps braces).
-* ``dtype`` (default ``float32``), ``device`` (default ``cpu``): as ``harness eval --dtype/--device``.
+* ``dtype`` (default ``float32``), ``device`` (default ``cpu``): the values ``harness eval --dtype/--device``
+  takes, including ``auto`` (recorded as the dtype and device it resolves to). The defaults differ from
+  ``harness eval``'s (``auto``): lm-eval's CLI sends its own ``device`` anyway (see ``usable_device``).
 * ``batch_size`` (default 1): requests per ``defense.generate`` call (an integer; ``auto`` is refused).
 * ``max_new_tokens``: when given, replaces every request's ``max_gen_toks`` (like
   ``harness eval --max-new-tokens``); otherwise a request's ``max_gen_toks`` is used, else 256
@@ -362,6 +364,10 @@ def usable_device(device: str | None) -> str:
 
     if not device:
         return "cpu"
+    if device == "auto":
+        from harness.models.hf import resolve_device
+
+        return resolve_device(device)
     if str(device).startswith("cuda") and not torch.cuda.is_available():
         log.warning("device %s requested but CUDA is not available; using cpu", device)
         return "cpu"
@@ -429,7 +435,9 @@ class DefendedMultimodalLM(LM):
         self.defense_name = registries.defenses().canonical(str(defense))
         self.defense = registries.defenses().get(self.defense_name)(**parse_defense_args(defense_args))
         fingerprinter = import_target(self.spec.fingerprinter)
-        self.dtype, self.device_name = str(dtype), str(device)
+        from harness.models.spec import resolve_dtype
+
+        self.dtype, self.device_name = resolve_dtype(self.spec, str(dtype)), str(device)  # "auto" resolved
         self.model_fingerprint = {**fingerprinter(self.spec, self.dtype), "device": self.device_name}
         self.defense.prepare(self.spec.name, self.model_fingerprint)
         log.info("loading model %s (dtype %s, device %s) under defense %s",

@@ -2,8 +2,10 @@
 
 Skipped where no CUDA device is visible (CI has none); run ``make test-gpu`` on a machine with one.
 Real users run 7B models in bfloat16 on GPUs, so this is where device and dtype mix-ups surface: a
-steering vector fitted in float32 on the CPU added to bfloat16 activations on the GPU, a risk score
-computed on the wrong device, a prober whose weights stayed on the CPU.
+stored steering vector (artifacts are float32 safetensors, read from disk onto the CPU, wherever they
+were fitted) added to bfloat16 activations on the GPU, a risk score computed on the wrong device, a
+prober whose weights stayed on the CPU. Every defense's own code path runs in
+``test_every_defense_runs_on_the_gpu``.
 """
 
 from __future__ import annotations
@@ -64,13 +66,14 @@ def test_float32_logits_on_the_gpu_match_the_cpu(model):
 
 
 @pytest.mark.parametrize("dtype", HALF_DTYPES)
-def test_a_float32_vector_added_to_half_precision_activations_moves_the_logits(dtype):
+def test_a_steering_edit_moves_half_precision_logits_on_the_gpu_and_its_hook_goes(dtype):
     adapter = load("tiny-random-llava", dtype, "cuda")
     inputs = encode_texts(adapter, [adapter.prompt_text(text_request("hello there"))], [None])
     assert inputs["input_ids"].is_cuda
-    vector = torch.randn(adapter.hidden_size, generator=torch.Generator().manual_seed(1))  # float32, CPU
+    vector = torch.randn(adapter.hidden_size, generator=torch.Generator().manual_seed(1))
     plain = last_logits(adapter, inputs)
     with edit_layer_output(adapter, 0, lambda hidden: hidden + vector.to(hidden)):
+        assert all_hook_counts(adapter) == 1
         steered = last_logits(adapter, inputs)
     assert all_hook_counts(adapter) == 0
     assert steered.dtype == torch.float32 and torch.isfinite(steered).all()

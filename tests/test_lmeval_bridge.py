@@ -317,3 +317,12 @@ def test_defense_args_and_batch_size_parsing():
     assert parse_batch_size("8") == 8 and parse_batch_size(None) == 1
     with pytest.raises(ValueError, match="auto"):
         parse_batch_size("auto:4")
+
+
+def test_auto_dtype_and_device_are_recorded_as_what_they_resolve_to():
+    from harness.models.hf import resolve_device
+
+    lm = DefendedMultimodalLM(model=TINY, defense="none", dtype="auto", device="auto")
+    info = lm.get_model_info()
+    assert info["model_dtype"] == "float32"  # the tiny fixture's registered dtype
+    assert info["model_fingerprint"]["device"] == resolve_device("auto") == lm.adapter.device.type

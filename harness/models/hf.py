@@ -80,9 +80,9 @@ def detect_family(source: str, revision: str | None = None) -> str:
 
 
 def resolve_device(device: str | None = "auto") -> str:
-    import torch
-
     if device in (None, "auto"):
+        import torch  # only here: a cached run with an explicit device never needs torch
+
         return "cuda" if torch.cuda.is_available() else "cpu"
     return str(device)
 

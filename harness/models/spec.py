@@ -12,8 +12,8 @@ AUTO_FAMILY = "auto"
 MODEL_TYPE_FAMILIES = {"llava_onevision": "llava-onevision", "llava": "llava", "qwen2_vl": "qwen2-vl"}
 DTYPES = ("float32", "bfloat16", "float16")
 # Command-line help for --dtype / --device (harness eval and harness calibrate).
-DTYPE_HELP = ("auto (default): the model's registered dtype: float32 for smol-llava, the tiny fixtures and "
-              "unregistered ids, bfloat16 for the 2B/7B hub models")
+DTYPE_HELP = ("auto (default): the model's registered dtype: float32 for smol-llava, the tiny fixtures, "
+              "llava-ov (0.5B) and unregistered ids; bfloat16 for the 2B/7B hub models")
 DEVICE_HELP = "auto (default: the first GPU if there is one, else the CPU), cpu, cuda, cuda:1"
 
 
