@@ -1,5 +1,7 @@
 from collections import Counter
 
+import pytest
+
 from harness.metrics import percentile, safety_metrics, wilson_interval
 from harness.records import Generation, Judgement, Sample, TaskSpec
 from harness.runner import select_samples, stratified_order
@@ -84,3 +86,19 @@ def test_limit_never_splits_a_scoring_group():
     items = [Sample(task="t", id=f"{g}-{k}", prompt="p", group=str(g)) for g in range(3) for k in range(2)]
     assert [s.id for s in select_samples(spec, items, 3)] == ["0-0", "0-1", "1-0", "1-1"]
     assert [s.id for s in select_samples(spec, items, 2)] == ["0-0", "0-1"]
+
+
+def test_device_auto_asks_torch_only_where_a_gpu_device_node_exists(monkeypatch, tmp_path):
+    import torch
+
+    import harness.models.hf as hf
+
+    node = tmp_path / "nvidiactl"
+    monkeypatch.setattr(hf.sys, "platform", "linux")
+    monkeypatch.setattr(hf, "GPU_DEVICE_NODES", (str(node),))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: pytest.fail("torch was asked"))
+    assert hf.resolve_device("auto") == "cpu"
+    node.touch()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert hf.resolve_device("auto") == "cuda" and hf.resolve_device(None) == "cuda"
+    assert hf.resolve_device("cuda:1") == "cuda:1" and hf.resolve_device("cpu") == "cpu"
