@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["HARNESS_REPORTS_DIR"] = str(work / "reports")
 
     from harness import registries
-    from harness.calibration import CalibratedDefense, calibrate
+    from harness.calibration import calibrate, learns_from_data
     from harness.cli import parse_scoped
     from harness.runner import EvalConfig, run_eval
 
@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     calibration_s: dict[str, float] = {}
     for name in defenses:
         defense_class = registries.defenses().get(name)
-        if isinstance(defense_class, type) and issubclass(defense_class, CalibratedDefense):
+        if learns_from_data(defense_class):
             start = time.perf_counter()
             options = calibration_options.get(name, {})
             calibrate(name, args.model, limit=args.calibration_limit, options=options, dtype=args.dtype,

@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["HARNESS_REPORTS_DIR"] = str(work / "reports")
 
     from harness import registries
-    from harness.calibration import CalibratedDefense, calibrate
+    from harness.calibration import calibrate, learns_from_data
     from harness.runner import EvalConfig, run_eval
 
     pairs = [device_and_dtype(item) for item in args.runs.split(",") if item]
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     defense = registries.defenses().canonical(args.defense)
     params = OFFLINE_PARAMS.get(defense, {})
     defense_class = registries.defenses().get(defense)
-    if isinstance(defense_class, type) and issubclass(defense_class, CalibratedDefense):
+    if learns_from_data(defense_class):
         # one artifact for every pair (device and dtype are portable), fitted in the reference's
         calibrate(defense, args.model, device=pairs[0][0], dtype=pairs[0][1])
     answers: dict[tuple[str, str], dict[tuple[str, str], str]] = {}

@@ -364,6 +364,11 @@ class CalibratedDefense(Defense):
 
 
 # ---------------------------------------------------------------------------------------- calibrate
+def learns_from_data(defense_class: Any) -> bool:
+    """Whether a registered defense is fitted by ``harness calibrate`` before it can run."""
+    return isinstance(defense_class, type) and issubclass(defense_class, CalibratedDefense)
+
+
 def calibrate(
     defense_name: str,
     model_name: str,
@@ -388,7 +393,7 @@ def calibrate(
 
     defense = registries.defenses().canonical(defense_name)
     defense_class = registries.defenses().get(defense)
-    if not (isinstance(defense_class, type) and issubclass(defense_class, CalibratedDefense)):
+    if not learns_from_data(defense_class):
         raise ValueError(f"defense {defense!r} learns nothing from data: it needs no calibration")
     options = defense_class.calibration_options(options)  # before the model loads: a typo fails fast
     spec = resolve_model(registries.models(), model_name)
