@@ -141,7 +141,7 @@ def with_task_args_version(spec: TaskSpec, task_args: dict[str, Any] | None) -> 
 
 def release_accelerator_memory(device: str) -> None:
     """Return cached CUDA blocks to the driver once the model is gone (nothing to do on a CPU)."""
-    if device.startswith("cuda") or device == "auto":
+    if device.startswith("cuda"):  # run_eval resolves "auto" before this
         import gc
 
         import torch
