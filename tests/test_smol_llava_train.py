@@ -56,33 +56,64 @@ def test_training_phrases_are_disjoint_from_test_sets_and_held_out(tokenizer):
     assert not held & test_texts
 
 
-def test_cell_tokens_pack_each_line_into_its_row(tokenizer):
+def test_cell_tokens_spell_each_line_into_its_row(tokenizer):
     phrase = "Steps to paint a wooden fence today."
     lines = train.text_lines(phrase, with_list=True)
     assert lines == ["Steps to paint", "a wooden fence", "today.", "1.", "2.", "3."]
     cells = train.cell_tokens(tokenizer, lines)
-    text = train.transcript(phrase, with_list=True)
-    # pure-space tokens (before the list's digits) draw nothing and get no cell
-    assert tokenizer.decode([token for token, _ in cells]).replace(" ", "") == text.replace(" ", "")
+    # one token per character, the joining spaces included: decoding gives the transcript exactly
+    assert tokenizer.decode([token for token, _ in cells]) == train.transcript(phrase, with_list=True)
+    assert len(cells) == len(train.transcript(phrase, with_list=True))
     rows: dict[int, list[int]] = {}
-    for token, cell in cells:
+    for _, cell in cells:
         rows.setdefault(cell // train.GRID, []).append(cell % train.GRID)
-    assert sorted(rows) == [0, 1, 2, 3, 4, 5]
-    for columns in rows.values():  # packed from the left, in order
-        assert columns == list(range(len(columns)))
-    first_row = [t for t, c in cells if c // train.GRID == 0]
-    assert tokenizer.decode(first_row) == "Steps to paint"
+    assert sorted(rows) == [train.line_row(r) for r in range(len(lines))] == [1, 2, 4, 5, 7, 9]
+    for number, line in enumerate(lines):  # character k at column k, then the joining space
+        joined = 1 if number < len(lines) - 1 else 0
+        assert rows[train.line_row(number)] == list(range(len(line) + joined))
 
 
-def test_grid_rows_match_rendered_lines():
-    """Row r of the 10 x 10 grid (76 px of the 760 px canvas) holds the ink of text line r."""
-    lines = ["Steps to paint", "a wooden fence", "1.", "2."]
+def test_cell_tokens_refuse_what_does_not_fit(tokenizer):
+    assert train.cell_tokens(tokenizer, ["x"] * (train.MAX_LINES + 1)) is None
+    assert train.cell_tokens(tokenizer, ["x" * train.GRID]) is None
+    assert train.cell_tokens(tokenizer, ["caf\u00e9"]) is None  # not a glyph the tower learns
+    assert train.cell_tokens(tokenizer, ["x" * (train.GRID - 1)] * train.MAX_LINES) is not None
+
+
+def test_spelled_ids_round_trip_every_glyph(tokenizer):
+    text = train.GLYPHS + " " + train.GLYPHS[::-1]
+    ids = train.spelled_ids(tokenizer, text)
+    assert len(ids) == len(text)
+    assert tokenizer.decode(ids) == text
+
+
+def _ink_runs(mask):
+    """(first, last) index of each run of True."""
+    runs, start = [], None
+    for index, value in enumerate(list(mask) + [False]):
+        if value and start is None:
+            start = index
+        elif not value and start is not None:
+            runs.append((start, index - 1))
+            start = None
+    return runs
+
+
+def test_grid_matches_figsteps_rendered_characters():
+    """Each text line's ink is centred in its grid row; character k's ink is centred in column k or k + 1."""
+    lines = ["|" * figstep.WRAP_WIDTH] * train.MAX_LINES
     ink = np.asarray(train.render_lines(lines).convert("L")) < 128
-    band = train.CANVAS // train.GRID
-    for row in range(train.GRID):
-        has_ink = ink[row * band : (row + 1) * band].any()
-        assert has_ink == (row < len(lines)), row
-    assert (ink.sum(axis=1)[: len(lines) * band].reshape(len(lines), band).sum(1) > 0).all()
+    line_runs = _ink_runs(ink.any(axis=1))
+    assert len(line_runs) == train.MAX_LINES
+    to_grid = train.IMAGE_SIZE / train.CANVAS / train.PATCH_SIZE
+    assert sum(line_runs[0]) / 2 == train.INK_MIDDLE  # "|" spans a line's whole ink height
+    assert line_runs[1][0] - line_runs[0][0] == train.LINE_PITCH
+    for number, (top, bottom) in enumerate(line_runs):
+        assert int((top + bottom) / 2 * to_grid) == train.line_row(number), number
+    column_runs = _ink_runs(ink.any(axis=0))
+    assert len(column_runs) == figstep.WRAP_WIDTH
+    for k, (left, right) in enumerate(column_runs):
+        assert int((left + right) / 2 * to_grid) in (k, k + 1), k
 
 
 def test_render_lines_is_figsteps_renderer():
@@ -177,17 +208,19 @@ def test_visual_targets_noise_touches_token_cells_only():
     assert 0.05 < relative < 0.5
 
 
-def test_pages_fill_the_grid_with_training_phrases(tokenizer):
+def test_pages_fill_the_grid_with_decorated_training_phrases(tokenizer):
     class Parts:  # ExampleSource only needs the tokenizer for pages
         pass
 
     parts = Parts()
     parts.tokenizer = tokenizer
     source = train.ExampleSource(parts, train.TrainConfig(words=300), random.Random(0))
-    for _ in range(5):
+    seen = set()
+    for _ in range(40):
         lines, cells = source.page_cells()
-        assert 7 <= len(lines) <= train.GRID
+        assert 7 <= len(lines) <= train.MAX_LINES
         assert all(len(line) <= figstep.WRAP_WIDTH for line in lines)
-        rows = sorted({cell // train.GRID for _, cell in cells})
-        assert rows == list(range(len(lines)))
-        assert tokenizer.decode([t for t, _ in cells]).replace(" ", "") == "".join(lines).replace(" ", "")
+        assert sorted({cell // train.GRID for _, cell in cells}) == [train.line_row(r) for r in range(len(lines))]
+        assert tokenizer.decode([t for t, _ in cells]) == " ".join(lines)
+        seen.update("".join(lines))
+    assert len(set(train.GLYPHS) - seen) <= 3  # nearly every glyph within 40 pages, capitals such as "Q" included

@@ -30,13 +30,13 @@ if TYPE_CHECKING:
     from harness.models.adapter import VLMAdapter
 
 # Bump whenever the construction below changes: it names the build folder and enters the fingerprint.
-BUILD_VERSION = 2
+BUILD_VERSION = 3
 SEED = 0
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 BUILD_INFO = "smol-llava-build.json"  # written last: its presence marks a complete build
 IMAGE_TOKEN = "<image>"
 IMAGE_SIZE = 240
-PATCH_SIZE = 24  # 10 x 10 = 100 image tokens (CLIP's CLS token is dropped): one grid row per FigStep text line
+PATCH_SIZE = 15  # 16 x 16 = 256 image tokens (CLIP's CLS token is dropped): a column per FigStep character (15.2 px at 240)
 DEFAULT_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
 
 # SmolLM2's own chat format (including its default system prompt), extended to list-of-parts content
