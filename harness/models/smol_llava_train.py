@@ -54,7 +54,7 @@ from tasks.easyvqa import PROMPT_SUFFIX
 GRID = IMAGE_SIZE // PATCH_SIZE  # visual tokens per side: 256 in all
 CANVAS = 760  # FigStep's canvas (tasks/figstep.py)
 LINE_PITCH = 75  # canvas px from one FigStep text line to the next (measured; tested)
-INK_MIDDLE = 54.5  # canvas y of the middle of line 0's ink, capitals to baseline (measured; tested)
+INK_MIDDLE = 54.5  # canvas y of the middle of line 0's ink, ascenders to descenders (measured with "|"; tested)
 MAX_LINES = 10  # FigStep lines that fit the canvas
 GLYPHS = string.ascii_letters + string.digits + string.punctuation  # what the tower learns to read, plus the space
 READ_INSTRUCTIONS = (
@@ -88,7 +88,7 @@ class TrainConfig:
     tower_lr: float = 1e-3
     page_share: float = 0.45  # of stage-2 images: pages of up to 10 lines (many characters per image)
     phrase_share: float = 0.25  # of stage-2 images: one phrase, as evaluated; the rest are easy-vqa
-    decorate: float = 0.3  # of page words: capitalised, upper-cased or punctuated, so that every glyph is seen
+    decorate: float = 0.3  # of page words: capitalised, upper-cased, quoted, punctuated or replaced by digits or random glyphs, so that every glyph is seen
     eval_easyvqa: int = 100
     eval_phrases: int = 50
     seed: int = 0
@@ -319,7 +319,7 @@ class ExampleSource:
                 return lines, " ".join(lines), cells
 
     def decorated(self, word: str) -> str:
-        """Now and then a capitalised, upper-cased, numbered or punctuated word: every glyph gets seen."""
+        """Now and then a capitalised, upper-cased, quoted or punctuated word, a number or a random glyph string: every glyph gets seen."""
         if self.rng.random() >= self.config.decorate:
             return word
         draw = self.rng.random()
