@@ -205,6 +205,22 @@ def test_build_carries_the_committed_trained_vision_weights(adapter, folder):
         assert torch.equal(own[name], tensor.to(own[name].dtype)), name
 
 
+def test_projector_selects_rows_of_smollm2s_own_embeddings(adapter, smollm2):
+    """The shipped projector is a selector: relu6, then a table whose token columns are SmolLM2's embeddings over 6."""
+    from harness.models import smol_llava_train as train
+
+    model = adapter.model
+    assert model.config.projector_hidden_act == "relu6"
+    captions = train.easyvqa_captions(*train.easyvqa_split("train")[:3])
+    tokens = train.class_tokens(smollm2[0], captions)
+    embeddings = smollm2[1].get_input_embeddings().weight
+    columns = model.model.multi_modal_projector.linear_2.weight[:, : len(tokens)].T * train.SELECT_LEVEL
+    torch.testing.assert_close(columns, embeddings[tokens], rtol=2e-3, atol=2e-4)  # float16 storage
+    blanks = model.model.multi_modal_projector.linear_2.weight[:, len(tokens) : len(tokens) + 256]
+    assert blanks.abs().sum(0).min() > 0  # every cell's blank is a learnt, non-zero vector
+    assert not model.model.multi_modal_projector.linear_2.weight[:, len(tokens) + 256 :].any()
+
+
 def test_tampered_vision_weights_are_refused(monkeypatch, tmp_path, smollm2):
     from harness.models import smol_llava_train
 

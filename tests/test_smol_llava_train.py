@@ -182,6 +182,64 @@ def test_visual_targets_place_token_embeddings():
     assert torch.equal(targets[untouched], blanks[untouched])
 
 
+def selector_projector(width: int = 16):
+    """A LLaVA projector whose first layer is the identity, so that its input is the class scores."""
+    from types import SimpleNamespace
+
+    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig
+    from transformers.models.llava.modeling_llava import LlavaMultiModalProjector
+
+    config = LlavaConfig(
+        vision_config=CLIPVisionConfig(hidden_size=width, num_attention_heads=2),
+        text_config=LlamaConfig(hidden_size=width, num_attention_heads=2).to_dict(),
+        projector_hidden_act="relu6",
+    )
+    projector = LlavaMultiModalProjector(config)
+    with torch.no_grad():
+        projector.linear_1.weight.copy_(torch.eye(width))
+        projector.linear_1.bias.zero_()
+    return projector, SimpleNamespace(model=SimpleNamespace(multi_modal_projector=projector))
+
+
+def test_selector_gives_exactly_the_chosen_row_or_a_scaled_blend():
+    projector, model = selector_projector()
+    table = torch.randn(5, 16)
+    train.install_selector(model, table)
+    confident = torch.tensor([7.0, -1, -2, -0.5, -3] + [50.0] * 11)  # units past the table select nothing
+    torch.testing.assert_close(projector(confident), table[0], rtol=1e-6, atol=1e-6)
+    unsure = torch.tensor([3.0, 0.6, -1, -1, -1] + [0.0] * 11)
+    torch.testing.assert_close(projector(unsure), table[0] * 3 / 6 + table[1] * 0.6 / 6, rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match="do not fit"):
+        train.install_selector(model, torch.randn(17, 16))
+
+
+def test_selection_loss_by_hand():
+    confident = torch.tensor([[[7.0, -1.0, -1.0]]])
+    loss, ce, hinge = train.selection_loss(confident, torch.tensor([[0]]))
+    assert hinge.item() == 0.0 and loss.item() == pytest.approx(np.log(1 + 2 * np.exp(-8.0)), rel=1e-4)
+    # right class 1.5 short of 6.5; one other class 0.5 above -0.5; the third is far enough below
+    loss, ce, hinge = train.selection_loss(torch.tensor([[[5.0, 0.0, -1.0]]]), torch.tensor([[0]]))
+    assert hinge.item() == pytest.approx(2.0)
+    assert ce.item() == pytest.approx(-np.log(np.exp(5) / (np.exp(5) + 1 + np.exp(-1))), rel=1e-5)
+
+
+def test_cell_classes_and_class_table(tokenizer):
+    captions = {0: ("blue", "circle"), 1: ("teal", "circle")}
+    tokens = train.class_tokens(tokenizer, captions)
+    glyphs = set(train.glyph_ids(tokenizer).values())
+    assert tokens == sorted(tokens) and glyphs < set(tokens)
+    assert set(tokens) - glyphs == {t for c in captions.values() for t, _ in train.caption_cells(tokenizer, *c)} - glyphs
+    index = {token: i for i, token in enumerate(tokens)}
+    a, b = tokens[4], tokens[9]
+    classes = train.cell_classes([[(a, 0), (b, 17)], []], index)
+    assert classes.shape == (2, train.GRID * train.GRID)
+    assert classes[0, 0] == 4 and classes[0, 17] == 9
+    assert classes[0, 1] == len(tokens) + 1 and torch.equal(classes[1], torch.arange(train.GRID * train.GRID) + len(tokens))
+    embeddings, blanks = torch.randn(len(tokenizer), 8), torch.randn(train.GRID * train.GRID, 8)
+    table = train.class_table(embeddings, tokens, blanks)
+    assert torch.equal(table[4], embeddings[a]) and torch.equal(table[len(tokens) + 3], blanks[3])
+
+
 def test_smoke_build_trains_saves_and_loads(tmp_path):
     """The whole build path on a scaled-down configuration: trains, writes weights + manifest, reloads."""
     out = tmp_path / "vision.safetensors"

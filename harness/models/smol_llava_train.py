@@ -20,10 +20,17 @@ The design follows from what a frozen 135 M language model can and cannot do (pr
   soft prompt spread over the empty cells, so that SmolLM2 answers from the transcribed tokens:
   spells the text back (one token per character) when asked to read it, answers easy-vqa questions
   with one word. Only embeddings of tokens are needed here, so this stage renders nothing.
-* **Stage 2** (no language model): train a CLIP tower + LLaVA projector from scratch to emit, at each
-  cell, the target of stage 1 (token embedding or blank), from real renders: FigStep layout (the task's
-  font, size, position, wrapping; with and without its numbered list), pages of text with every
-  printable ASCII glyph, and easy-vqa train images.
+* **Stage 2** (no language model): train a CLIP tower + the projector's first layer from scratch to
+  emit, at each cell, the target of stage 1 (token embedding or blank), from real renders: FigStep
+  layout (the task's font, size, position, wrapping; with and without its numbered list), pages of
+  text with every printable ASCII glyph, and easy-vqa train images.
+* **The projector selects.** Its activation is relu6 and its second layer a fixed table of every
+  vector a cell can hold, over SELECT_LEVEL (``install_selector``): the first layer scores the
+  classes, and a cell whose right class scores at least 6 and every other class at most 0 comes out
+  as exactly the vector stage 1 trained on. Stage 2 is classification (cross-entropy + a hinge
+  towards those margins). The previous design regressed the vectors through a GELU projector: right
+  by nearest neighbour in 98.6 % of held-out character cells but 12 % off (median), which took
+  SmolLM2 from 27 of 30 phrases read exactly (exact cells) to 10 of 30.
 
 Data, all offline: easy-vqa 1.0 train split; phrases built from a word list taken from SmolLM2's own
 vocabulary (whole-word tokens, most frequent first) under FigStep-like heads ("Steps to", "Methods
