@@ -40,15 +40,16 @@ def main() -> int:
     settings = GenerationSettings(max_new_tokens=8)
     requests = [Request("easyvqa", s.id, s.prompt, s.image, None, None, settings) for s in samples]
     adapter.generate(requests[:1])  # warm-up: first-call allocations are not per-answer cost
-    seconds, tokens = [], []
+    seconds, tokens, new_tokens = [], [], []
     for request in requests[1:]:
         started = time.perf_counter()
         output = adapter.generate([request])[0]
         seconds.append(time.perf_counter() - started)
         tokens.append(output.input_tokens)
+        new_tokens.append(output.output_tokens)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"smol-llava easy-vqa, {len(seconds)} answers, batch 1, {args.threads} threads, "
-          f"{statistics.mean(tokens):.0f} prompt tokens: median {statistics.median(seconds):.3f} s, "
+          f"{statistics.mean(tokens):.0f} prompt tokens, {statistics.mean(new_tokens):.1f} new on average: median {statistics.median(seconds):.3f} s, "
           f"mean {statistics.mean(seconds):.3f} s per answer (1-min load average {load:.2f} on "
           f"{os.cpu_count()} CPUs)")
     return 0

@@ -216,9 +216,10 @@ def test_projector_selects_rows_of_smollm2s_own_embeddings(adapter, smollm2):
     embeddings = smollm2[1].get_input_embeddings().weight
     columns = model.model.multi_modal_projector.linear_2.weight[:, : len(tokens)].T * train.SELECT_LEVEL
     torch.testing.assert_close(columns, embeddings[tokens], rtol=2e-3, atol=2e-4)  # float16 storage
-    blanks = model.model.multi_modal_projector.linear_2.weight[:, len(tokens) : len(tokens) + 256]
+    classes = len(tokens) + train.GRID * train.GRID
+    blanks = model.model.multi_modal_projector.linear_2.weight[:, len(tokens) : classes]
     assert blanks.abs().sum(0).min() > 0  # every cell's blank is a learnt, non-zero vector
-    assert not model.model.multi_modal_projector.linear_2.weight[:, len(tokens) + 256 :].any()
+    assert not model.model.multi_modal_projector.linear_2.weight[:, classes:].any()
 
 
 def test_tampered_vision_weights_are_refused(monkeypatch, tmp_path, smollm2):
