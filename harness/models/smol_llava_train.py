@@ -3,9 +3,10 @@
 The design follows from what a frozen 135 M language model can and cannot do (probes in ``bench/``):
 
 * The vision tower **transcribes** the image into the language model's own input embeddings, on a
-  16 x 16 grid of visual tokens (240 px, 15 px patches). FigStep's font is monospaced: 48 px a
-  character on its 760 px canvas, 15.2 px at 240, so grid column ``k`` holds character ``k`` of a
-  line, and each of the (at most 10) 75 px text lines has its own grid row (``line_row``). A cell
+  16 x 16 grid of visual tokens (240 px, 15 px patches). Images are resized to 240 x 152 and padded
+  to a square. FigStep's font is monospaced: 48 px a character on its 760 px canvas, 15.2 px at 240
+  wide, so grid column ``k`` holds character ``k`` of a line; its 75 px line pitch becomes exactly 15
+  px, so each of the (at most 10) text lines lies in its own grid row (rows 3 to 12, ``line_row``). A cell
   holds the embedding of that character's own single-character token ("S", "t", ..., "Ġ" for a
   space); the space that joins two lines goes after the line's last character. An easy-vqa image
   holds its caption's word tokens (" blue", " circle") in row 0. Every other cell holds a learnt
@@ -56,10 +57,11 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from harness.images import file_sha256
-from harness.models.smol_llava import IMAGE_SIZE, PATCH_SIZE
+from harness.models.smol_llava import IMAGE_SIZE, PATCH_SIZE, RESIZE_HEIGHT
 from tasks.easyvqa import PROMPT_SUFFIX
 
 GRID = IMAGE_SIZE // PATCH_SIZE  # visual tokens per side: 256 in all
+TOP_PAD = (IMAGE_SIZE - RESIZE_HEIGHT) // 2  # black rows the processor's centre crop puts above the resized image
 CANVAS = 760  # FigStep's canvas (tasks/figstep.py)
 LINE_PITCH = 75  # canvas px from one FigStep text line to the next (measured; tested)
 INK_MIDDLE = 54.5  # canvas y of the middle of line 0's ink, ascenders to descenders (measured with "|"; tested)
@@ -164,8 +166,8 @@ def transcript(phrase: str, with_list: bool) -> str:
 
 
 def line_row(line: int) -> int:
-    """The grid row that holds text line ``line``: the row under the middle of its ink."""
-    return int((INK_MIDDLE + LINE_PITCH * line) * IMAGE_SIZE / CANVAS / PATCH_SIZE)
+    """The grid row that holds text line ``line``: the row under the middle of its ink (rows 3 to 12)."""
+    return int((TOP_PAD + (INK_MIDDLE + LINE_PITCH * line) * RESIZE_HEIGHT / CANVAS) / PATCH_SIZE)
 
 
 @functools.lru_cache(maxsize=4)  # asked for every rendered text and every misread glyph: look the 95 up once
@@ -250,7 +252,8 @@ def easyvqa_captions(questions: Sequence[str], answers: Sequence[str], image_ids
 
 # ------------------------------------------------------------------------------------------ pixels
 def processor_pixels(image: Any) -> Any:
-    """What the saved CLIPImageProcessor gives for one image (bicubic resize to 240, CLIP mean/std), fast.
+    """What the saved CLIPImageProcessor gives for one image, fast: bicubic resize to 240 x 152, black
+    padding to 240 x 240 (TOP_PAD rows above), CLIP mean/std.
 
     Checked against the processor itself in tests; differences are uint8 rounding only.
     """
@@ -258,7 +261,9 @@ def processor_pixels(image: Any) -> Any:
     from PIL import Image
     from transformers.utils.constants import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD  # CLIPImageProcessor's defaults
 
-    array = np.asarray(image.convert("RGB").resize((IMAGE_SIZE, IMAGE_SIZE), Image.BICUBIC), dtype=np.float32)
+    array = np.zeros((IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.float32)
+    resized = image.convert("RGB").resize((IMAGE_SIZE, RESIZE_HEIGHT), Image.BICUBIC)
+    array[TOP_PAD : TOP_PAD + RESIZE_HEIGHT] = np.asarray(resized, dtype=np.float32)
     array = (array / 255.0 - np.asarray(OPENAI_CLIP_MEAN, dtype=np.float32)) / np.asarray(OPENAI_CLIP_STD, dtype=np.float32)
     return array.transpose(2, 0, 1)
 
