@@ -9,7 +9,7 @@ On held-out FigStep-layout phrases (the trainer's own evaluation set), with the 
 3. reading with an oracle tower: a hook replaces the projector's output by the exact table rows of
    the right classes, so that only the language side can err.
 
-    python bench/smol_llava_reading_diagnosis.py            # 50 phrases, ~5 min on 2 cores
+    python bench/smol_llava_reading_diagnosis.py            # 50 phrases, ~3 min on 2 cores
 """
 
 from __future__ import annotations
