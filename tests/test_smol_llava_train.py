@@ -282,3 +282,22 @@ def test_pages_fill_the_grid_with_decorated_training_phrases(tokenizer):
         assert tokenizer.decode([t for t, _ in cells]) == " ".join(lines)
         seen.update("".join(lines))
     assert len(set(train.GLYPHS) - seen) <= 3  # nearly every glyph within 40 pages, capitals such as "Q" included
+
+
+def test_language_model_in_casts_weights_only_and_restores_them_bit_for_bit():
+    from types import SimpleNamespace
+
+    language_model = torch.nn.Embedding(5, 3)
+    language_model.register_buffer("inverse_frequencies", torch.rand(3))
+    head = torch.nn.Linear(3, 5, bias=False)
+    head.weight = language_model.weight  # tied, as SmolLM2's: one parameter seen twice
+    parts = train.Parts(SimpleNamespace(model=SimpleNamespace(language_model=language_model), lm_head=head), None, None)
+    original = language_model.weight.data
+    before = original.clone()
+    with pytest.raises(RuntimeError, match="inside"):
+        with train.language_model_in(parts, torch.bfloat16):
+            assert language_model.weight.dtype == head.weight.dtype == torch.bfloat16
+            assert language_model.inverse_frequencies.dtype == torch.float32  # buffers stay
+            raise RuntimeError("inside")
+    assert language_model.weight.data_ptr() == original.data_ptr() and head.weight is language_model.weight  # the same storage
+    assert language_model.weight.dtype == torch.float32 and torch.equal(language_model.weight.data, before)
