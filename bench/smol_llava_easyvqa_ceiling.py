@@ -191,6 +191,14 @@ def main(argv: list[str] | None = None) -> int:
         edited = torch.stack([trainer.visual_targets(own, embeddings, row) for own, row in zip(tower, rows)])
         return edited.reshape(output.shape).to(output.dtype)
 
+    def accuracy_with_blanks(label: str, blanks) -> None:
+        """Every cell replaced: the exact captions on ``blanks`` (so the image's pixels are unused)."""
+        def exact_targets(output, rows):
+            targets = torch.stack([trainer.visual_targets(blanks, embeddings, row) for row in rows])
+            return targets.reshape(output.shape).to(output.dtype)
+
+        accuracy(label, exact_targets, [Image.new("RGB", (64, 64), "white")] * len(prompts))
+
     accuracy("2. easy-vqa, shipped model", None, images)
     accuracy("3. easy-vqa, exact captions in the tower's output", exact_captions, images)
 
@@ -202,13 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"   blanks re-learnt on easy-vqa only: {args.blank_steps} steps x {config.blank_batch} in "
               f"{time.perf_counter() - started:.0f} s, loss {losses[0]:.3f} -> {losses[-1]:.3f}", flush=True)
 
-        def exact_targets(output, rows):
-            targets = torch.stack([trainer.visual_targets(blanks, embeddings, row) for row in rows])
-            return targets.reshape(output.shape).to(output.dtype)
-
-        blank_image = [Image.new("RGB", (64, 64), "white")] * len(prompts)  # pixels unused: all cells replaced
-        accuracy(f"4. easy-vqa, exact captions + blanks learnt on easy-vqa ({args.blank_steps} steps)",
-                 exact_targets, blank_image)
+        accuracy_with_blanks(f"4. easy-vqa, exact captions + blanks learnt on easy-vqa ({args.blank_steps} steps)", blanks)
 
     if args.packed_steps > 0:
         started = time.perf_counter()
@@ -217,14 +219,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"   dedicated blanks: {args.packed_steps} steps x {args.captions} captions x {args.questions_per_caption} "
               f"questions ({questions_seen}) in {time.perf_counter() - started:.0f} s, "
               f"loss {losses[0]:.3f} -> {losses[-1]:.3f}", flush=True)
-
-        def dedicated_targets(output, rows):
-            targets = torch.stack([trainer.visual_targets(dedicated, embeddings, row) for row in rows])
-            return targets.reshape(output.shape).to(output.dtype)
-
-        blank_image = [Image.new("RGB", (64, 64), "white")] * len(prompts)  # pixels unused: all cells replaced
-        accuracy(f"5. easy-vqa, exact captions + a dedicated blank set ({questions_seen} questions, shared prefixes)",
-                 dedicated_targets, blank_image)
+        accuracy_with_blanks(f"5. easy-vqa, exact captions + a dedicated blank set ({questions_seen} questions, shared prefixes)", dedicated)
     return 0
 
 
