@@ -10,11 +10,13 @@ On held-out FigStep-layout phrases (the trainer's own evaluation set), with the 
    the right classes, so that only the language side can err.
 
     python bench/smol_llava_reading_diagnosis.py            # 50 phrases, ~3 min on 2 cores
+    python bench/smol_llava_reading_diagnosis.py --phrases 200 --dump /tmp/reading.json  # ~10 min
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -26,6 +28,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--phrases", type=int, default=50, help="held-out phrases (the build evaluates 50)")
     parser.add_argument("--with-list", action="store_true", help="draw FigStep's numbered list under each phrase")
+    parser.add_argument("--dump", type=Path, help="write every phrase's reference, tower verdict and both answers here (JSON)")
     args = parser.parse_args()
 
     import numpy as np
@@ -59,7 +62,8 @@ def main() -> int:
     others = scores.scatter(-1, classes[..., None], float("-inf")).max(-1).values
     exact = (scores.gather(-1, classes[..., None])[..., 0] >= trainer.SELECT_LEVEL) & (others <= 0)
     characters = classes < len(tokens)
-    whole = np.mean([bool(right[b][characters[b]].all()) for b in range(len(phrases))])
+    tower_whole = [bool(right[b][characters[b]].all()) for b in range(len(phrases))]
+    whole = np.mean(tower_whole)
     print(
         f"1. tower, {int(characters.sum())} character cells of {len(phrases)} held-out phrases: "
         f"right {right[characters].float().mean():.2%}, selected exactly {exact[characters].float().mean():.2%}; "
@@ -68,9 +72,13 @@ def main() -> int:
         flush=True,
     )
 
-    def report(label: str) -> None:
+    answers: dict[str, list[str]] = {}
+
+    def report(label: str, key: str) -> None:
         started = time.perf_counter()
-        figures = trainer.evaluate_reading(parts, words, args.phrases, config.seed, with_list=args.with_list)
+        figures = trainer.evaluate_reading(parts, words, args.phrases, config.seed, with_list=args.with_list, examples=args.phrases)
+        answers[key] = [example["answer"] for example in figures["examples"]]
+        answers["reference"] = [example["reference"] for example in figures["examples"]]
         print(
             f"{label}: exact {figures['exact_match']} %, characters {figures['character_accuracy']} % "
             f"({time.perf_counter() - started:.0f} s)",
@@ -79,7 +87,7 @@ def main() -> int:
         for example in figures["examples"][:3]:
             print(f"   {example['reference']!r} -> {example['answer']!r}")
 
-    report("2. reading as shipped")
+    report("2. reading as shipped", "shipped")
     oracle = table[classes]  # [phrases, cells, hidden], in the order evaluate_reading sends its images
     served = 0
 
@@ -91,9 +99,23 @@ def main() -> int:
 
     handle = model.model.multi_modal_projector.register_forward_hook(exact_cells)
     try:
-        report("3. reading with an oracle tower (exact cells)")
+        report("3. reading with an oracle tower (exact cells)", "oracle")
     finally:
         handle.remove()
+    if args.dump:
+        names = [parts.tokenizer.convert_ids_to_tokens(token) for token in tokens]
+        name = lambda c: names[c] if c < len(names) else "blank"  # noqa: E731
+        predicted = scores.argmax(-1)
+        confusions = [
+            [f"{name(int(classes[b, c]))}->{name(int(predicted[b, c]))}" for c in range(classes.shape[1]) if not right[b, c]]
+            for b in range(len(phrases))
+        ]
+        rows = [
+            {"reference": reference, "tower_every_character_right": whole_right, "tower_confusions": confused, "shipped": shipped, "oracle": exact_answer}
+            for reference, whole_right, confused, shipped, exact_answer in zip(answers["reference"], tower_whole, confusions, answers["shipped"], answers["oracle"])
+        ]
+        args.dump.write_text(json.dumps(rows, indent=1, ensure_ascii=False))
+        print(f"wrote {len(rows)} phrases to {args.dump}")
     return 0
 
 

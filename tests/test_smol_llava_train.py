@@ -248,6 +248,7 @@ def test_smoke_build_trains_saves_and_loads(tmp_path):
     assert manifest["bytes"] < 20e6
     assert set(manifest["figures"]) == {"easyvqa", "reading", "reading_with_list"}
     assert len(manifest["losses"]["stage1_first_last"]) == 2
+    assert manifest["compute_dtype"] == str(train.training_dtype("auto")).removeprefix("torch.")
     from safetensors.torch import load_file
 
     state = load_file(str(out))
@@ -301,3 +302,15 @@ def test_language_model_in_casts_weights_only_and_restores_them_bit_for_bit():
             raise RuntimeError("inside")
     assert language_model.weight.data_ptr() == original.data_ptr() and head.weight is language_model.weight  # the same storage
     assert language_model.weight.dtype == torch.float32 and torch.equal(language_model.weight.data, before)
+
+
+def test_training_dtype_names_and_auto_follows_onednn_bfloat16_support(monkeypatch):
+    assert train.training_dtype("float32") is torch.float32
+    assert train.training_dtype("bfloat16") is torch.bfloat16
+    with pytest.raises(ValueError, match="auto, bfloat16, float32"):
+        train.training_dtype("float16")
+    from types import SimpleNamespace
+
+    for supported, expected in ((True, torch.bfloat16), (False, torch.float32)):
+        monkeypatch.setattr(torch, "ops", SimpleNamespace(mkldnn=SimpleNamespace(_is_mkldnn_bf16_supported=lambda: supported)))
+        assert train.training_dtype("auto") is expected
