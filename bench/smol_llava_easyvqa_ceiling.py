@@ -53,7 +53,7 @@ def train_shared_prefix_blanks(parts, steps: int, captions_per_step: int, questi
     Per step: the prefix (system turn, then the 256 cells: the caption's tokens with ``noise`` relative
     Gaussian noise, as the trainer's stage 1, and the blanks) runs once per caption with a KV cache,
     which is repeated for that caption's questions; the loss is on their one-word answers. The
-    language model runs in bfloat16, as in the trainer's stage 1.
+    language model computes in the trainer's ``training_dtype("auto")``, as its stage 1 does.
     """
     import collections
 
@@ -70,7 +70,7 @@ def train_shared_prefix_blanks(parts, steps: int, captions_per_step: int, questi
     caption_list = sorted(by_caption)
     language_model, head = parts.model.model.language_model, parts.model.lm_head
     embeddings = parts.embeddings.detach()
-    dtype = torch.bfloat16
+    dtype = trainer.training_dtype("auto")
     generator = torch.Generator().manual_seed(seed)
     scale = float(embeddings[:-1].float().std())
     blanks = torch.nn.Parameter(torch.randn(trainer.GRID * trainer.GRID, embeddings.shape[1], generator=generator) * scale * 0.5)
