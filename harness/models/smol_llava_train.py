@@ -106,7 +106,7 @@ class TrainConfig:
     eval_easyvqa: int = 100
     eval_phrases: int = 50
     seed: int = 0
-    compute_dtype: str = "auto"  # "auto": bfloat16 where oneDNN has a bfloat16 path (AVX-512 CPUs), else float32 (see training_dtype)
+    compute_dtype: str = "auto"  # "auto": bfloat16 where oneDNN has a bfloat16 path on this CPU, else float32 (see training_dtype)
 
 
 SMOKE_CONFIG = TrainConfig(
@@ -422,8 +422,9 @@ COMPUTE_DTYPES = ("auto", "bfloat16", "float32")
 def training_dtype(name: str) -> Any:
     """The dtype both stages compute in: ``name``, or for "auto" bfloat16 only where the CPU runs it fast.
 
-    On an AVX-512 CPU with oneDNN's bfloat16 path, bfloat16 made stage 1 about 3x faster than float32
-    (the v5 build). On an AVX2-only CPU it is emulated: a 3000 x 384 x 1536 matmul and its backward
+    "auto" asks oneDNN whether it has a bfloat16 path on this CPU (it needs AVX-512 or newer). On the
+    CPU v5 was built on, bfloat16 made stage 1 about 3x faster than float32. On an AVX2-only CPU it is
+    emulated: a 3000 x 384 x 1536 matmul and its backward
     took 3.1 s against 0.068 s in float32 (2-core AMD EPYC, torch 2.14.1), and a stage-2 step 36 s
     against 1.7 s. The choice changes the weights' rounding, so it is recorded in the manifest.
     """
