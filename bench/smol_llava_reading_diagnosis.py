@@ -9,8 +9,18 @@ On held-out FigStep-layout phrases (the trainer's own evaluation set), with the 
 3. reading with an oracle tower: a hook replaces the projector's output by the exact table rows of
    the right classes, so that only the language side can err.
 
+Step 1 also breaks the tower's character errors down by grid column (a character starts 6.3 px into
+its column at column 0 and 0.2 px further each column, so later characters lie more in the next
+column) and by whether the character ends its line. ``--tower-only`` stops there: seconds instead of
+minutes, so it can afford thousands of phrases.
+
+``--glyphs dgqbp`` adds a probe without words: each glyph at every column of a 14-letter line of
+random lower-case letters (4 seeded lines per column), so what the tower reads from the glyph alone
+shows apart from what it has memorised of words.
+
     python bench/smol_llava_reading_diagnosis.py            # 50 phrases, ~3 min on 2 cores
-    python bench/smol_llava_reading_diagnosis.py --phrases 200 --dump /tmp/reading.json  # ~10 min
+    python bench/smol_llava_reading_diagnosis.py --phrases 200 --dump /tmp/reading.json  # ~12 min
+    python bench/smol_llava_reading_diagnosis.py --phrases 2000 --tower-only --glyphs dgqbp
 """
 
 from __future__ import annotations
@@ -29,6 +39,8 @@ def main() -> int:
     parser.add_argument("--phrases", type=int, default=50, help="held-out phrases (the build evaluates 50)")
     parser.add_argument("--with-list", action="store_true", help="draw FigStep's numbered list under each phrase")
     parser.add_argument("--dump", type=Path, help="write every phrase's reference, tower verdict and both answers here (JSON)")
+    parser.add_argument("--tower-only", action="store_true", help="stop after the tower's figures (no generation)")
+    parser.add_argument("--glyphs", default="", help="glyphs to probe alone, among random letters (e.g. dgqbp)")
     args = parser.parse_args()
 
     import numpy as np
@@ -71,6 +83,45 @@ def main() -> int:
         f"({time.perf_counter() - started:.0f} s)",
         flush=True,
     )
+    column = torch.arange(classes.shape[1]) % trainer.GRID
+    line_end = torch.zeros_like(characters)  # each line's last glyph (not the space that joins it to the next)
+    for b, page in enumerate(lines):
+        for number, line in enumerate(page):
+            line_end[b, trainer.line_row(number) * trainer.GRID + len(line.rstrip()) - 1] = True
+    names = [parts.tokenizer.convert_ids_to_tokens(token) for token in tokens]
+    name = lambda c: names[c] if c < len(names) else "blank"  # noqa: E731
+    misread = sorted({int(c) for c in classes[characters & ~right]})
+    if misread:  # where those glyphs go wrong, out of all their cells
+        among = characters & torch.isin(classes, torch.tensor(misread))
+        wrong = among & ~right
+        print(f"   cells of the glyphs ever misread ({', '.join(name(c) for c in misread)}), wrong / all, by grid column: " + ", ".join(
+            f"{k}: {int(wrong[:, column == k].sum())}/{int(among[:, column == k].sum())}" for k in range(trainer.GRID)
+        ))
+        print(
+            f"   the same at a line's last character {int(wrong[line_end].sum())}/{int((among & line_end).sum())}, "
+            f"elsewhere {int(wrong[~line_end].sum())}/{int((among & ~line_end).sum())}",
+            flush=True,
+        )
+    predicted = scores.argmax(-1)
+    confusions = [
+        [
+            f"{name(int(classes[b, c]))}->{name(int(predicted[b, c]))} (row {c // trainer.GRID}, column {c % trainer.GRID})"
+            for c in range(classes.shape[1])
+            if not right[b, c]
+        ]
+        for b in range(len(phrases))
+    ]
+    if args.glyphs:
+        glyph_probe(model, processor, trainer, args.glyphs, classes_total, names, index)
+    if args.tower_only:
+        if args.dump:
+            rows = [
+                {"reference": phrase, "tower_every_character_right": whole_right, "tower_confusions": confused}
+                for phrase, whole_right, confused in zip(phrases, tower_whole, confusions)
+            ]
+            args.dump.write_text(json.dumps(rows, indent=1, ensure_ascii=False))
+            print(f"wrote {len(rows)} phrases to {args.dump}")
+        return 0
 
     answers: dict[str, list[str]] = {}
 
@@ -103,13 +154,6 @@ def main() -> int:
     finally:
         handle.remove()
     if args.dump:
-        names = [parts.tokenizer.convert_ids_to_tokens(token) for token in tokens]
-        name = lambda c: names[c] if c < len(names) else "blank"  # noqa: E731
-        predicted = scores.argmax(-1)
-        confusions = [
-            [f"{name(int(classes[b, c]))}->{name(int(predicted[b, c]))}" for c in range(classes.shape[1]) if not right[b, c]]
-            for b in range(len(phrases))
-        ]
         rows = [
             {"reference": reference, "tower_every_character_right": whole_right, "tower_confusions": confused, "shipped": shipped, "oracle": exact_answer}
             for reference, whole_right, confused, shipped, exact_answer in zip(answers["reference"], tower_whole, confusions, answers["shipped"], answers["oracle"])
@@ -117,6 +161,37 @@ def main() -> int:
         args.dump.write_text(json.dumps(rows, indent=1, ensure_ascii=False))
         print(f"wrote {len(rows)} phrases to {args.dump}")
     return 0
+
+
+def glyph_probe(model, processor, trainer, glyphs: str, classes_total: int, names: list[str], index: dict[int, int]) -> None:
+    """Print what the tower reads for each glyph placed among random lower-case letters, per column."""
+    import collections
+    import random
+
+    import torch
+
+    rng, width, repeats = random.Random(0), trainer.GRID - 2, 4
+    pages, placed = [], []
+    for glyph in glyphs:
+        for column in range(width):
+            for _ in range(repeats):
+                line = [rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(width)]
+                line[column] = glyph
+                pages.append(["".join(line)])
+                placed.append((glyph, column))
+    with torch.no_grad():
+        pixels = processor.image_processor([trainer.render_lines(page) for page in pages], return_tensors="pt")["pixel_values"]
+        scores = torch.cat([trainer.tower_scores(model, pixels[i : i + 16], classes_total) for i in range(0, len(pixels), 16)])
+    row = trainer.line_row(0) * trainer.GRID
+    read = [int(scores[b, row + column].argmax()) for b, (_, column) in enumerate(placed)]
+    name = lambda c: names[c] if c < len(names) else "blank"  # noqa: E731
+    glyph_ids = trainer.glyph_ids(processor.tokenizer)
+    for glyph in glyphs:
+        mine = [(column, read[b]) for b, (g, column) in enumerate(placed) if g == glyph]
+        truth = index[glyph_ids[glyph]]
+        verdicts = collections.Counter(name(c) for _, c in mine)
+        by_column = [sum(c == truth for k, c in mine if k == column) for column in range(width)]
+        print(f"   glyph {glyph!r} among random letters, read as {dict(verdicts.most_common())}; right per column (of {repeats}): {by_column}")
 
 
 if __name__ == "__main__":
