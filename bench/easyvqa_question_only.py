@@ -1,0 +1,76 @@
+"""easy-vqa's question-only baseline: what a model that never looks at the image can score (issue 3).
+
+    .venv/bin/python bench/easyvqa_question_only.py
+
+A "blind" answerer that gives each test question the answer most often given to that exact
+question text in the train split (ties: alphabetical), and for a question text never seen in train
+the most common train answer of its kind (open colour / open shape / yes-no / negated yes-no).
+Scored with the task's own scorer (``tasks.easyvqa.is_correct``) on the whole test split and on the
+100 seeded questions that ``make organism`` evaluates. No model, a few seconds.
+
+The issue's target (>= 85 %) is meant next to this figure: yes/no questions are mostly answerable
+from the question alone (a plain one's answer is "no" 82 % of the time, a negated one's "yes" 83 %),
+so a model whose accuracy equals this baseline has learnt the question prior, not to see.
+"""
+
+from __future__ import annotations
+
+import collections
+import random
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+def question_kind(question: str) -> str:
+    """'open colour', 'open shape', 'negated yes/no' ("is there not ...", "is no ... present") or 'yes/no'."""
+    words = question.lower().replace("?", "").split()
+    if words and words[0] == "what":
+        return "open colour" if {"color", "colour"} & set(words) else "open shape"
+    return "negated yes/no" if {"not", "no"} & set(words) else "yes/no"
+
+
+def most_common(answers: collections.Counter) -> str:
+    return sorted(answers.items(), key=lambda item: (-item[1], item[0]))[0][0]
+
+
+def blind_answerer(questions: list[str], answers: list[str]):
+    by_text: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+    by_kind: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+    for question, answer in zip(questions, answers):
+        by_text[question][answer] += 1
+        by_kind[question_kind(question)][answer] += 1
+
+    def answer(question: str) -> str:
+        seen = by_text.get(question)
+        return most_common(seen) if seen else most_common(by_kind[question_kind(question)])
+
+    return answer
+
+
+def main() -> int:
+    from harness.models.smol_llava_train import easyvqa_split
+    from tasks.easyvqa import is_correct
+
+    train_q, train_a, _, _ = easyvqa_split("train")
+    test_q, test_a, _, _ = easyvqa_split("test")
+    answer = blind_answerer(train_q, train_a)
+    right = [is_correct(answer(q), a) for q, a in zip(test_q, test_a)]
+    kinds: dict[str, list[bool]] = collections.defaultdict(list)
+    for question, ok in zip(test_q, right):
+        kinds[question_kind(question)].append(ok)
+    seen = set(train_q)
+    unseen = sum(q not in seen for q in test_q)
+    print(f"whole test split: {100 * sum(right) / len(right):.1f} % of {len(right)} questions ({unseen} question texts unseen in train)")
+    for kind, oks in sorted(kinds.items()):
+        print(f"  {kind}: {100 * sum(oks) / len(oks):.1f} % of {len(oks)}")
+    chosen = random.Random(0).sample(range(len(test_q)), 100)  # make organism's draw (evaluate_easyvqa, seed 0)
+    print(f"make organism's 100 seeded questions: {sum(right[i] for i in chosen)} %")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
