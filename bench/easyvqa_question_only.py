@@ -24,13 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-
-def question_kind(question: str) -> str:
-    """'open colour', 'open shape', 'negated yes/no' ("is there not ...", "is no ... present") or 'yes/no'."""
-    words = question.lower().replace("?", "").split()
-    if words and words[0] == "what":
-        return "open colour" if {"color", "colour"} & set(words) else "open shape"
-    return "negated yes/no" if {"not", "no"} & set(words) else "yes/no"
+from tasks.easyvqa import question_kind  # noqa: E402  (after the path set-up, so it runs from a checkout)
 
 
 def most_common(answers: collections.Counter) -> str:

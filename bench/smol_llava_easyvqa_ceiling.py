@@ -38,14 +38,6 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 
-def question_kind(question: str) -> str:
-    """'open' (what colour / shape), 'negated yes/no' ("is there not ...", "is no ... present") or 'yes/no'."""
-    words = question.lower().replace("?", "").split()
-    if words and words[0] == "what":
-        return "open"
-    return "negated yes/no" if {"not", "no"} & set(words) else "yes/no"
-
-
 def train_shared_prefix_blanks(parts, steps: int, captions_per_step: int, questions_per_caption: int,
                                seed: int, lr: float = 1e-2, noise: float = 0.05):
     """A blank set learnt from scratch through the frozen SmolLM2 on easy-vqa training questions only.
@@ -135,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     from harness.models import smol_llava
     from harness.models import smol_llava_train as trainer
     from harness.steering import edit_output
-    from tasks.easyvqa import is_correct
+    from tasks.easyvqa import is_correct, question_kind
 
     torch.set_num_threads(min(2, torch.get_num_threads()))  # the 2-core budget the model is specified for
     model, processor = smol_llava.construct(smol_llava.load_smollm2(), trained_vision=True)
@@ -181,7 +173,8 @@ def main(argv: list[str] | None = None) -> int:
         verdicts = [is_correct(output, answers[i]) for output, i in zip(outputs, chosen)]
         by_kind: dict[str, list[bool]] = {}
         for verdict, i in zip(verdicts, chosen):
-            by_kind.setdefault(question_kind(questions[i]), []).append(verdict)
+            kind = question_kind(questions[i])
+            by_kind.setdefault("open" if kind.startswith("open") else kind, []).append(verdict)
         kinds = ", ".join(f"{kind} {sum(v)}/{len(v)}" for kind, v in sorted(by_kind.items()))
         print(f"{label}: {sum(verdicts)}/{len(chosen)} = {sum(verdicts) / len(chosen):.1%} "
               f"({kinds}; {time.perf_counter() - started:.0f} s)", flush=True)

@@ -33,6 +33,14 @@ def answer_type(answer: str) -> str:
     raise ValueError(f"easy-vqa: unknown answer {answer!r}")
 
 
+def question_kind(question: str) -> str:
+    """'open colour', 'open shape', 'negated yes/no' ("is there not ...", "is no ... present") or 'yes/no'."""
+    words = question.lower().replace("?", "").split()
+    if words and words[0] == "what":
+        return "open colour" if {"color", "colour"} & set(words) else "open shape"
+    return "negated yes/no" if {"not", "no"} & set(words) else "yes/no"
+
+
 def normalize(text: str) -> list[str]:
     """Lower-cased words with punctuation removed and leading articles dropped."""
     # Punctuation becomes a space so that "yes,it" splits into two words rather than gluing.

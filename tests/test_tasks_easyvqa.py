@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from harness.records import Generation, Sample
-from tasks.easyvqa import easyvqa_metrics, is_correct, load_easyvqa, normalize
+from tasks.easyvqa import easyvqa_metrics, is_correct, load_easyvqa, normalize, question_kind
 
 
 def generation(sample_id: str, text: str | None, error: str | None = None) -> Generation:
@@ -63,6 +63,20 @@ def test_normalize(text, words):
 )
 def test_is_correct(response, answer, correct):
     assert is_correct(response, answer) is correct
+
+
+@pytest.mark.parametrize(
+    "question, kind",
+    [
+        ("what color is the shape?", "open colour"),
+        ("what is the blue shape?", "open shape"),
+        ("is there a green shape in the image?", "yes/no"),
+        ("is there not a triangle?", "negated yes/no"),
+        ("is no yellow shape present?", "negated yes/no"),
+    ],
+)
+def test_question_kind(question, kind):
+    assert question_kind(question) == kind
 
 
 def test_metrics_by_hand():
