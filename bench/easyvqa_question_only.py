@@ -16,7 +16,6 @@ so a model whose accuracy equals this baseline has learnt the question prior, no
 from __future__ import annotations
 
 import collections
-import random
 import sys
 from pathlib import Path
 
@@ -46,7 +45,7 @@ def blind_answerer(questions: list[str], answers: list[str]):
 
 
 def main() -> int:
-    from harness.models.smol_llava_train import easyvqa_split
+    from harness.models.smol_llava_train import TrainConfig, easyvqa_eval_draw, easyvqa_split
     from tasks.easyvqa import is_correct
 
     train_q, train_a, _, _ = easyvqa_split("train")
@@ -61,8 +60,9 @@ def main() -> int:
     print(f"whole test split: {100 * sum(right) / len(right):.1f} % of {len(right)} questions ({unseen} question texts unseen in train)")
     for kind, oks in sorted(kinds.items()):
         print(f"  {kind}: {100 * sum(oks) / len(oks):.1f} % of {len(oks)}")
-    chosen = random.Random(0).sample(range(len(test_q)), 100)  # make organism's draw (evaluate_easyvqa, seed 0)
-    print(f"make organism's 100 seeded questions: {sum(right[i] for i in chosen)} %")
+    config = TrainConfig()
+    chosen = easyvqa_eval_draw(len(test_q), config.eval_easyvqa, config.seed)  # the questions make organism evaluates
+    print(f"make organism's {len(chosen)} seeded questions: {100 * sum(right[i] for i in chosen) / len(chosen):.0f} %")
     return 0
 
 

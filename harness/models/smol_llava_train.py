@@ -707,6 +707,11 @@ def evaluate_reading(
     }
 
 
+def easyvqa_eval_draw(total: int, count: int, seed: int = 0) -> list[int]:
+    """Indices of the ``count`` test questions (of ``total``) the build evaluates: one seeded draw, shared with the benches."""
+    return random.Random(seed).sample(range(total), count)
+
+
 def evaluate_easyvqa(parts: Parts, count: int, seed: int = 0) -> dict[str, Any]:
     """Accuracy on ``count`` seeded test questions, and the same questions with a blank white image."""
     from PIL import Image
@@ -714,7 +719,7 @@ def evaluate_easyvqa(parts: Parts, count: int, seed: int = 0) -> dict[str, Any]:
     from tasks.easyvqa import is_correct
 
     questions, answers, image_ids, paths = easyvqa_split("test")
-    chosen = random.Random(seed).sample(range(len(questions)), count)
+    chosen = easyvqa_eval_draw(len(questions), count, seed)
     prompts = [questions[i] + PROMPT_SUFFIX for i in chosen]
     images = []
     for i in chosen:
