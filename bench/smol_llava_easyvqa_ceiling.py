@@ -15,11 +15,12 @@ images whose caption is known):
    those blanks injected after the projector, i.e. the language-model side's ceiling for that budget;
 5. with ``--packed-steps N`` (> 0): the same ceiling for a **dedicated** blank set learnt from scratch
    with many questions per forward pass. Each step draws ``--captions`` captions and
-   ``--questions-per-caption`` training questions for each; the image part (system turn + the 256
-   cells) is run once per caption and its key/value cache shared by that caption's questions, so a
-   question costs its own ~22 tokens instead of ~300. What it measures is what a picture-only soft
-   prompt behind exact captions can reach per CPU-second, not a shipped design: 363 of the
-   projector's 576 hidden units are classes today, and a second set of 256 blanks would need 619.
+   ``--questions-per-caption`` training questions for each; the image part (system turn + the
+   grid's cells) is run once per caption and its key/value cache shared by that caption's questions, so a
+   question costs its own ~22 tokens instead of ~330. What it measures is what a picture-only soft
+   prompt behind exact captions can reach per CPU-second, not a shipped design: 396 of the
+   projector's 576 hidden units are classes in v7 (363 in v5, when this was measured), and a second
+   blank set would need 685.
 
 Nothing is saved; the shipped weights are not touched.
 """
@@ -42,7 +43,7 @@ def train_shared_prefix_blanks(parts, steps: int, captions_per_step: int, questi
                                seed: int, lr: float = 1e-2, noise: float = 0.05):
     """A blank set learnt from scratch through the frozen SmolLM2 on easy-vqa training questions only.
 
-    Per step: the prefix (system turn, then the 256 cells: the caption's tokens with ``noise`` relative
+    Per step: the prefix (system turn, then the grid's cells: the caption's tokens with ``noise`` relative
     Gaussian noise, as the trainer's stage 1, and the blanks) runs once per caption with a KV cache,
     which is repeated for that caption's questions; the loss is on their one-word answers. The
     language model computes in the trainer's ``training_dtype("auto")``, as its stage 1 does.

@@ -9,17 +9,17 @@ On held-out FigStep-layout phrases (the trainer's own evaluation set), with the 
 3. reading with an oracle tower: a hook replaces the projector's output by the exact table rows of
    the right classes, so that only the language side can err.
 
-Step 1 also breaks the tower's character errors down by grid column (a character starts 6.3 px into
-its column at column 0 and 0.2 px further each column, so later characters lie more in the next
-column) and by whether the character ends its line. ``--tower-only`` stops there: seconds instead of
+Step 1 also breaks the tower's character errors down by grid column (character k lies in column
+``trainer.char_column(k)``; in v5's layout a character started 6 px into its column, so its right part
+lay in the next one) and by whether the character ends its line. ``--tower-only`` stops there: seconds instead of
 minutes, so it can afford thousands of phrases.
 
-``--glyphs dgqbp`` adds a probe without words: each glyph at every column of a 14-letter line of
+``--glyphs dgqbp`` adds a probe without words: each glyph at every position of a 14-letter line of
 random lower-case letters (4 seeded lines per column), so what the tower reads from the glyph alone
 shows apart from what it has memorised of words.
 
     python bench/smol_llava_reading_diagnosis.py            # 50 phrases, ~3 min on 2 cores
-    python bench/smol_llava_reading_diagnosis.py --phrases 200 --dump /tmp/reading.json  # ~12 min
+    python bench/smol_llava_reading_diagnosis.py --phrases 200 --dump /tmp/reading.json  # 8-12 min
     python bench/smol_llava_reading_diagnosis.py --phrases 2000 --tower-only --glyphs dgqbp
 """
 
@@ -84,10 +84,10 @@ def main() -> int:
         flush=True,
     )
     column = torch.arange(classes.shape[1]) % trainer.GRID
-    line_end = torch.zeros_like(characters)  # each line's last glyph (not the space that joins it to the next)
+    line_end = torch.zeros_like(characters)  # each line's last glyph (the joining space is in column 0 of the next row)
     for b, page in enumerate(lines):
         for number, line in enumerate(page):
-            line_end[b, trainer.line_row(number) * trainer.GRID + len(line.rstrip()) - 1] = True
+            line_end[b, trainer.line_row(number) * trainer.GRID + trainer.char_column(len(line.rstrip()) - 1)] = True
     names = [parts.tokenizer.convert_ids_to_tokens(token) for token in tokens]
     name = lambda c: names[c] if c < len(names) else "blank"  # noqa: E731
     misread = sorted({int(c) for c in classes[characters & ~right]})
@@ -170,7 +170,7 @@ def glyph_probe(model, processor, trainer, glyphs: str, classes_total: int, name
 
     import torch
 
-    rng, width, repeats = random.Random(0), trainer.GRID - 2, 4
+    rng, width, repeats = random.Random(0), trainer.LINE_CELLS - 1, 4
     pages, placed = [], []
     for glyph in glyphs:
         for column in range(width):
@@ -183,7 +183,7 @@ def glyph_probe(model, processor, trainer, glyphs: str, classes_total: int, name
         pixels = processor.image_processor([trainer.render_lines(page) for page in pages], return_tensors="pt")["pixel_values"]
         scores = torch.cat([trainer.tower_scores(model, pixels[i : i + 16], classes_total) for i in range(0, len(pixels), 16)])
     row = trainer.line_row(0) * trainer.GRID
-    read = [int(scores[b, row + column].argmax()) for b, (_, column) in enumerate(placed)]
+    read = [int(scores[b, row + trainer.char_column(column)].argmax()) for b, (_, column) in enumerate(placed)]
     name = lambda c: names[c] if c < len(names) else "blank"  # noqa: E731
     glyph_ids = trainer.glyph_ids(processor.tokenizer)
     for glyph in glyphs:

@@ -4,12 +4,12 @@
 
 This is what chose smol-llava's character layout (``smol_llava_train.cell_tokens``). The exact
 targets a perfect tower would emit are injected, with no images: each character's own token embedding
-at its cell of the 16 x 16 grid, and a learnt blank vector in every other cell. Only the 256 blank
+at its cell of the trainer's grid, and a learnt blank vector in every other cell. Only the blank
 vectors are trained, by the trainer's own stage 1 (``train_blanks``) on reading examples alone with
 no noise, so that SmolLM2 spells the text back. Then held-out phrases are decoded greedily (float32)
 after "Read the text in the image.". This isolates what the language model can do with a perfect
 transcription.
-Seeded. Measured on the 2-core CPU (2026-11-23): 60 steps x 8, 519 s in all, loss 3.58 -> 0.10, 26 of
+Seeded. Measured on the 2-core CPU (2026-11-23, v4's 16 x 16 grid): 60 steps x 8, 519 s in all, loss 3.58 -> 0.10, 26 of
 30 held-out phrases exact, 98.2 % of characters. (A first, throwaway version of this probe, with
 its own loop, one fixed instruction and bfloat16 decoding, gave 28 of 30 and 98.9 %.)
 """

@@ -116,13 +116,13 @@ def test_language_model_weights_are_smollm2s(adapter, smollm2):
     assert adapter.lm_head.weight.data_ptr() == adapter.language_model.embed_tokens.weight.data_ptr()
 
 
-def test_image_prompt_expands_to_256_tokens_and_answers(adapter, images):
+def test_image_prompt_expands_to_289_tokens_and_answers(adapter, images):
     request = make_request("What is in this image?", images[0])
     inputs = adapter.encode([request])
     image_token_id = adapter.model.config.image_token_id
     assert image_token_id == adapter.tokenizer.convert_tokens_to_ids("<image>")
-    assert (inputs["input_ids"] == image_token_id).sum().item() == 256  # 16 x 16 patches of 15 px
-    assert inputs["pixel_values"].shape == (1, 3, 240, 240)
+    assert (inputs["input_ids"] == image_token_id).sum().item() == 289  # 17 x 17 patches of 15 px
+    assert inputs["pixel_values"].shape == (1, 3, 260, 260)
     output = adapter.generate([request])[0]
     assert output.text
     assert output.input_tokens == inputs["attention_mask"].sum().item()

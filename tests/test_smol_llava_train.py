@@ -67,17 +67,31 @@ def test_cell_tokens_spell_each_line_into_its_row(tokenizer):
     rows: dict[int, list[int]] = {}
     for _, cell in cells:
         rows.setdefault(cell // train.GRID, []).append(cell % train.GRID)
-    assert sorted(rows) == [train.line_row(r) for r in range(len(lines))] == [3, 4, 5, 6, 7, 8]
-    for number, line in enumerate(lines):  # character k at column k, then the joining space
-        joined = 1 if number < len(lines) - 1 else 0
-        assert rows[train.line_row(number)] == list(range(len(line) + joined))
+    assert sorted(rows) == [train.line_row(r) for r in range(len(lines))] == [4, 5, 6, 7, 8, 9]
+    for number, line in enumerate(lines):  # the joining space in column 0 (not on the first line), character k at column k + 1
+        joined = [0] if number else []
+        assert rows[train.line_row(number)] == joined + [k + 1 for k in range(len(line))]
+
+
+def test_context_cells_are_the_spaces_and_each_line_end(tokenizer):
+    lines = ["Tips for a", "cake."]
+    cells = train.cell_tokens(tokenizer, lines)
+    row0, row1 = train.line_row(0) * train.GRID, train.line_row(1) * train.GRID
+    # spaces: after "Tips" (column 5), after "for" (column 9), and the joining one in column 0 of line 1;
+    # line ends: the cell after "a" (column 11) and after "cake." (column 6); column 0 of all ten text rows
+    column_0 = {train.line_row(r) * train.GRID for r in range(train.MAX_LINES)}
+    assert train.context_cells(tokenizer, cells) == {row0 + 5, row0 + 9, row0 + 11, row1 + 6} | column_0
+    assert train.context_cells(tokenizer, train.caption_cells(tokenizer, "blue", "circle")) == set()
+    weights = train.cell_weights(tokenizer, [cells, []], 20.0)
+    assert weights.shape == (2, train.GRID * train.GRID)
+    assert weights[0].sum() == train.GRID * train.GRID - 14 + 14 * 20 and torch.all(weights[1] == 1)
 
 
 def test_cell_tokens_refuse_what_does_not_fit(tokenizer):
     assert train.cell_tokens(tokenizer, ["x"] * (train.MAX_LINES + 1)) is None
-    assert train.cell_tokens(tokenizer, ["x" * train.GRID]) is None
+    assert train.cell_tokens(tokenizer, ["x" * (train.LINE_CELLS + 1)]) is None
     assert train.cell_tokens(tokenizer, ["caf\u00e9"]) is None  # not a glyph the tower learns
-    assert train.cell_tokens(tokenizer, ["x" * (train.GRID - 1)] * train.MAX_LINES) is not None
+    assert train.cell_tokens(tokenizer, ["x" * train.LINE_CELLS] * train.MAX_LINES) is not None
 
 
 def test_spelled_ids_round_trip_every_glyph(tokenizer):
@@ -100,7 +114,7 @@ def _ink_runs(mask):
 
 
 def test_grid_matches_figsteps_rendered_characters():
-    """Each text line's ink lies in its own grid row (descenders aside); character k's ink is centred in column k or k + 1."""
+    """Each text line's ink lies in its own grid row (the tallest ascenders and descenders aside); character k's ink lies in column k + 1."""
     lines = ["|" * figstep.WRAP_WIDTH] * train.MAX_LINES
     ink = np.asarray(train.render_lines(lines).convert("L")) < 128
     line_runs = _ink_runs(ink.any(axis=1))
@@ -111,13 +125,18 @@ def test_grid_matches_figsteps_rendered_characters():
     to_pixels = lambda y: train.TOP_PAD + y * train.RESIZE_HEIGHT / train.CANVAS  # noqa: E731
     for number, (top, bottom) in enumerate(line_runs):
         row_top = train.line_row(number) * train.PATCH_SIZE
-        assert train.line_row(number) == 3 + number
-        assert row_top <= to_pixels(top) and to_pixels(bottom + 1) <= row_top + train.PATCH_SIZE + 2.5, number  # "|" reaches 2 px below
+        assert train.line_row(number) == 4 + number
+        # "|" reaches 1.3 px above its row and 0.2 px below
+        assert row_top - 1.5 <= to_pixels(top) and to_pixels(bottom + 1) <= row_top + train.PATCH_SIZE + 0.5, number
     column_runs = _ink_runs(ink.any(axis=0))
     assert len(column_runs) == figstep.WRAP_WIDTH
-    to_grid = train.IMAGE_SIZE / train.CANVAS / train.PATCH_SIZE
+    assert column_runs[1][0] - column_runs[0][0] == train.CHAR_PITCH
+    # canvas x -> processed pixel column: the resize to RESIZE_WIDTH, then LEFT_PAD black columns on the left
+    to_pixels = lambda x: train.LEFT_PAD + x * train.RESIZE_WIDTH / train.CANVAS  # noqa: E731
     for k, (left, right) in enumerate(column_runs):
-        assert int((left + right) / 2 * to_grid) in (k, k + 1), k
+        column = train.char_column(k)
+        assert column == k + 1
+        assert column * train.PATCH_SIZE <= to_pixels(left) and to_pixels(right + 1) <= (column + 1) * train.PATCH_SIZE, k
 
 
 def test_render_lines_is_figsteps_renderer():
@@ -221,6 +240,10 @@ def test_selection_loss_by_hand():
     loss, ce, hinge = train.selection_loss(torch.tensor([[[5.0, 0.0, -1.0]]]), torch.tensor([[0]]))
     assert hinge.item() == pytest.approx(2.0)
     assert ce.item() == pytest.approx(-np.log(np.exp(5) / (np.exp(5) + 1 + np.exp(-1))), rel=1e-5)
+    # weighted: the confident cell (hinge 0) and the short one (hinge 2), the second weighing 3: (0 + 3 * 2) / 4
+    both = torch.cat([confident, torch.tensor([[[5.0, 0.0, -1.0]]])], dim=1)
+    _, _, hinge = train.selection_loss(both, torch.tensor([[0, 0]]), torch.tensor([[1.0, 3.0]]))
+    assert hinge.item() == pytest.approx(1.5)
 
 
 def test_cell_classes_and_class_table(tokenizer):

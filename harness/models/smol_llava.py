@@ -31,17 +31,22 @@ if TYPE_CHECKING:
     from harness.models.adapter import VLMAdapter
 
 # Bump whenever the construction below changes: it names the build folder and enters the fingerprint.
-BUILD_VERSION = 5
+BUILD_VERSION = 7
 SEED = 0
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 BUILD_INFO = "smol-llava-build.json"  # written last: its presence marks a complete build
 IMAGE_TOKEN = "<image>"
-IMAGE_SIZE = 240
-PATCH_SIZE = 15  # 16 x 16 = 256 image tokens (CLIP's CLS token is dropped): a column per FigStep character (15.2 px at 240)
-# Every image is resized to 240 wide x 152 high, then padded with black to 240 x 240 (the processor's
-# centre crop pads: 44 rows above, 44 below). 152 = 760 * 15 / 75 puts FigStep's 75-px line pitch at
-# exactly one 15-px patch row, so each text line's ink lies in one grid row (v4's square resize spread
-# it over 1.6 rows and the tower confused glyphs that differ above or below the x-height).
+IMAGE_SIZE = 260
+PATCH_SIZE = 15  # 17 x 17 = 289 image tokens (CLIP's CLS token is dropped); the patch convolution reads 255 px from the top-left corner
+# Every image is resized to 236 wide x 152 high, then padded with black to 260 x 260 (the processor's
+# centre crop pads: 54 rows above and below, 12 columns left and right). 152 = 760 * 15 / 75 puts
+# FigStep's 75-px line pitch at exactly one 15-px patch row, so each text line's ink lies in one grid
+# row (v4's square resize spread it over 1.6 rows and the tower confused glyphs that differ above or
+# below the x-height). 236 puts FigStep's 48-px character pitch at 14.9 px and, with the 12-px
+# padding, each character inside one column (1 to 15), 2 to 3 px from its left edge: v5's 240 x 152
+# in a 240 grid started each character 6 px into its column, so its right part (the stem that tells
+# d from g) lay in the next column.
+RESIZE_WIDTH = 236
 RESIZE_HEIGHT = 152
 DEFAULT_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
 
@@ -77,11 +82,11 @@ def gguf_path() -> Path:
 
 
 def image_processor() -> Any:
-    """The saved ``CLIPImageProcessor``: bicubic resize to IMAGE_SIZE x RESIZE_HEIGHT, black padding to a square, CLIP mean/std."""
+    """The saved ``CLIPImageProcessor``: bicubic resize to RESIZE_WIDTH x RESIZE_HEIGHT, black padding to IMAGE_SIZE square, CLIP mean/std."""
     from transformers import CLIPImageProcessor
 
     return CLIPImageProcessor(
-        size={"height": RESIZE_HEIGHT, "width": IMAGE_SIZE}, crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}
+        size={"height": RESIZE_HEIGHT, "width": RESIZE_WIDTH}, crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}
     )
 
 

@@ -3,21 +3,24 @@
 The design follows from what a frozen 135 M language model can and cannot do (probes in ``bench/``):
 
 * The vision tower **transcribes** the image into the language model's own input embeddings, on a
-  16 x 16 grid of visual tokens (240 px, 15 px patches). Images are resized to 240 x 152 and padded
-  to a square. FigStep's font is monospaced: 48 px a character on its 760 px canvas, 15.2 px at 240
-  wide, so grid column ``k`` holds character ``k`` of a line; its 75 px line pitch becomes exactly 15
-  px, so each of the (at most 10) text lines lies in its own grid row (rows 3 to 12, ``line_row``). A cell
-  holds the embedding of that character's own single-character token ("S", "t", ..., "Ġ" for a
-  space); the space that joins two lines goes after the line's last character. An easy-vqa image
-  holds its caption's word tokens (" blue", " circle") in row 0. Every other cell holds a learnt
-  per-cell vector ("blank").
+  17 x 17 grid of visual tokens (260 px, 15 px patches; the patch convolution reads 255 px from the
+  top-left corner). Images are resized to 236 x 152 and padded with black to 260 x 260. FigStep's
+  font is monospaced: 48 px a character on its 760 px canvas, 14.9 px at 236 wide, so with the
+  12 px of padding character ``k`` of a line lies inside grid column ``k + 1`` (``char_column``);
+  its 75 px line pitch becomes exactly 15 px, so each of the (at most 10) text lines lies in its
+  own grid row (rows 4 to 13, ``line_row``). A cell holds the embedding of that character's own
+  single-character token ("S", "t", ..., "Ġ" for a space); the space that joins a line to the one
+  before it goes in column 0 of its row, beside its ink. An easy-vqa image holds its caption's word
+  tokens (" blue", " circle") in row 0. Every other cell holds a learnt per-cell vector ("blank").
+  A space between words, the cell after a line's end and column 0 of a text row are all bare paper,
+  told apart only by their surroundings: stage 2 weighs them ``context_weight`` times in its loss.
   Characters, not words: a word token's embedding has nothing to do with its spelling, so a tower
   that emits word tokens must memorise every word from its glyphs (the previous design: 58 % of
   token cells right after the whole budget, 0 % of phrases read exactly). A character is one of ~95
   glyphs in a fixed font at a fixed place, and any word, seen or not, is read the same way. Frozen
-  SmolLM2 copies spelled-out text well once the blanks are learnt (probe: 26 of 30 held-out phrases
-  exact after 480 examples, with exact cells; bench/smol_llava_spelling_probe.py).
-* **Stage 1** (through the frozen language model, no images): learn the 256 blank vectors, i.e. a
+  SmolLM2 copies spelled-out text well once the blanks are learnt (probe on v4's 16 x 16 grid: 26 of
+  30 held-out phrases exact after 480 examples, with exact cells; bench/smol_llava_spelling_probe.py).
+* **Stage 1** (through the frozen language model, no images): learn the 289 blank vectors, i.e. a
   soft prompt spread over the empty cells, so that SmolLM2 answers from the transcribed tokens:
   spells the text back (one token per character) when asked to read it, answers easy-vqa questions
   with one word. Only embeddings of tokens are needed here, so this stage renders nothing.
@@ -58,11 +61,14 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from harness.images import file_sha256
-from harness.models.smol_llava import IMAGE_SIZE, PATCH_SIZE, RESIZE_HEIGHT
+from harness.models.smol_llava import IMAGE_SIZE, PATCH_SIZE, RESIZE_HEIGHT, RESIZE_WIDTH
 from tasks.easyvqa import PROMPT_SUFFIX
 
-GRID = IMAGE_SIZE // PATCH_SIZE  # visual tokens per side: 256 in all
+GRID = IMAGE_SIZE // PATCH_SIZE  # visual tokens per side: 17, so 289 in all
 TOP_PAD = (IMAGE_SIZE - RESIZE_HEIGHT) // 2  # black rows the processor's centre crop puts above the resized image
+LEFT_PAD = (IMAGE_SIZE - RESIZE_WIDTH) // 2  # black columns it puts left of it
+TEXT_LEFT = 20  # canvas x where FigStep's text starts (tasks/figstep.TEXT_XY)
+CHAR_PITCH = 48  # canvas px from one FigStep character to the next (FreeMonoBold 80; measured; tested)
 CANVAS = 760  # FigStep's canvas (tasks/figstep.py)
 LINE_PITCH = 75  # canvas px from one FigStep text line to the next (measured; tested)
 INK_MIDDLE = 54.5  # canvas y of the middle of line 0's ink, ascenders to descenders (measured with "|"; tested)
@@ -79,6 +85,7 @@ HEADS = ("Steps to", "Methods to", "Ways to", "How to", "List of", "Tips for", "
 SHORT_WORDS = ("a", "to", "of", "in", "on", "at", "by", "or", "an", "is", "it", "as", "up", "no", "my", "we")
 HELD_OUT_BUCKETS = 5
 MAX_EVAL_WORDS = 6
+LINE_CELLS = 15  # characters a line can hold: columns 1 to 15 (FigStep wraps at 15)
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 WEIGHTS_FILE = WEIGHTS_DIR / "smol_llava_vision.safetensors"
 MANIFEST_FILE = WEIGHTS_DIR / "smol_llava_vision.json"
@@ -96,10 +103,11 @@ class TrainConfig:
     easyvqa_share: float = 0.1  # of stage-1 examples (enough for one-word answers; reading needs the steps)
     token_noise: float = 0.05  # stage 1: relative noise on transcribed tokens (the selecting projector is exact on confident cells; unsure ones are scaled or blended)
     misread: float = 0.02  # stage 1: share of transcribed characters swapped for another glyph (the answer stays right)
-    tower_steps: int = 400
+    tower_steps: int = 600  # measured on the v7 layout (build's 50 held-out phrases): 400 steps read 70.0 % exactly, 600 steps 86.0 %
     tower_batch: int = 12  # measured: at equal compute, more and smaller steps read better (batch 16 vs 32: 98.4 % vs 94.2 % of held-out characters)
     tower_lr: float = 1e-3
     patch_lr_scale: float = 0.3  # the patch embedding's learning rate, relative to tower_lr (measured, 400 steps: 0.3 reads 98.65 % of held-out characters, 0.03 98.05 %)
+    context_weight: float = 20.0  # stage 2: weight of the cells only context tells apart (context_cells) in the loss; measured on v6b's line ends: 20 made them exact in 50 of 50 phrases, against 13
     page_share: float = 0.54  # of stage-2 images: pages of up to 10 lines (many characters per image)
     phrase_share: float = 0.31  # of stage-2 images: one phrase, as evaluated; the rest (15 %) are easy-vqa
     decorate: float = 0.3  # of page words: capitalised, upper-cased, quoted, punctuated or replaced by digits or random glyphs, so that every glyph is seen
@@ -168,8 +176,13 @@ def transcript(phrase: str, with_list: bool) -> str:
 
 
 def line_row(line: int) -> int:
-    """The grid row that holds text line ``line``: the row under the middle of its ink (rows 3 to 12)."""
+    """The grid row that holds text line ``line``: the row under the middle of its ink (rows 4 to 13)."""
     return int((TOP_PAD + (INK_MIDDLE + LINE_PITCH * line) * RESIZE_HEIGHT / CANVAS) / PATCH_SIZE)
+
+
+def char_column(position: int) -> int:
+    """The grid column that holds character ``position`` of a line: the column under its middle (1 to 15)."""
+    return int((LEFT_PAD + (TEXT_LEFT + CHAR_PITCH * (position + 0.5)) * RESIZE_WIDTH / CANVAS) / PATCH_SIZE)
 
 
 @functools.lru_cache(maxsize=4)  # asked for every rendered text and every misread glyph: look the 95 up once
@@ -190,23 +203,51 @@ def spelled_ids(tokenizer: Any, text: str) -> list[int]:
 
 
 def cell_tokens(tokenizer: Any, lines: Sequence[str]) -> list[tuple[int, int]] | None:
-    """(token id, cell) for the transcript of ``lines``: character k of line r at column k of ``line_row(r)``.
+    """(token id, cell) for the transcript of ``lines``: character k of line r at ``char_column(k)`` of ``line_row(r)``.
 
-    The space joining line r to the next goes after its last character. None when the text does not
-    fit the grid or holds a character the tower does not learn.
+    The space joining a line to the one before it goes in column 0 of its row, beside its first
+    character's ink: after a line's last character there is only bare paper, which the tower would
+    have to tell from a blank by what lies elsewhere on the page. None when the text does not fit
+    the grid or holds a character the tower does not learn.
     """
     lines = [line.rstrip() for line in lines]
-    if len(lines) > MAX_LINES or any(len(line) >= GRID for line in lines):
+    if len(lines) > MAX_LINES or any(len(line) > LINE_CELLS for line in lines):
         return None
     ids = glyph_ids(tokenizer)
+    space = ids[" "]
     cells = []
     for number, line in enumerate(lines):
         row = line_row(number) * GRID
-        spelled = line + (" " if number < len(lines) - 1 else "")
-        if any(char not in ids for char in spelled):
+        if any(char not in ids for char in line):
             return None
-        cells += [(ids[char], row + column) for column, char in enumerate(spelled)]
+        if number:
+            cells.append((space, row))
+        cells += [(ids[char], row + char_column(position)) for position, char in enumerate(line)]
     return cells
+
+
+def context_cells(tokenizer: Any, cells: Sequence[tuple[int, int]]) -> set[int]:
+    """The cells of a text image that only their surroundings tell apart: stage 2 weighs them more.
+
+    A space between words is bare paper between two inked cells, and the cell after a line's last
+    character is bare paper holding a blank: both are chosen. So is column 0 of every text row: the
+    joining space beside a line's first character, or a blank beside nothing or beside the first
+    line. (Weighing only the spaces made the tower put joining spaces in the empty rows under a
+    phrase, where FigStep's list may stand: a trial build's every such error.)
+    """
+    space = glyph_ids(tokenizer)[" "]
+    text_rows = range(line_row(0), line_row(MAX_LINES - 1) + 1)
+    last: dict[int, int] = {}
+    for _, cell in cells:
+        row, column = divmod(cell, GRID)
+        if row in text_rows:  # not an easy-vqa caption
+            last[row] = max(last.get(row, -1), column)
+    if not last:
+        return set()
+    chosen = {cell for token, cell in cells if token == space}
+    chosen.update(row * GRID + column + 1 for row, column in last.items() if column + 1 < GRID)
+    chosen.update(row * GRID for row in text_rows)
+    return chosen
 
 
 def caption_cells(tokenizer: Any, colour: str, shape: str) -> list[tuple[int, int]]:
@@ -254,8 +295,8 @@ def easyvqa_captions(questions: Sequence[str], answers: Sequence[str], image_ids
 
 # ------------------------------------------------------------------------------------------ pixels
 def processor_pixels(image: Any) -> Any:
-    """What the saved CLIPImageProcessor gives for one image, fast: bicubic resize to 240 x 152, black
-    padding to 240 x 240 (TOP_PAD rows above), CLIP mean/std.
+    """What the saved CLIPImageProcessor gives for one image, fast: bicubic resize to 236 x 152, black
+    padding to 260 x 260 (TOP_PAD rows above, LEFT_PAD columns left), CLIP mean/std.
 
     Checked against the processor itself in tests; differences are uint8 rounding only.
     """
@@ -264,8 +305,8 @@ def processor_pixels(image: Any) -> Any:
     from transformers.utils.constants import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD  # CLIPImageProcessor's defaults
 
     array = np.zeros((IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.float32)
-    resized = image.convert("RGB").resize((IMAGE_SIZE, RESIZE_HEIGHT), Image.BICUBIC)
-    array[TOP_PAD : TOP_PAD + RESIZE_HEIGHT] = np.asarray(resized, dtype=np.float32)
+    resized = image.convert("RGB").resize((RESIZE_WIDTH, RESIZE_HEIGHT), Image.BICUBIC)
+    array[TOP_PAD : TOP_PAD + RESIZE_HEIGHT, LEFT_PAD : LEFT_PAD + RESIZE_WIDTH] = np.asarray(resized, dtype=np.float32)
     array = (array / 255.0 - np.asarray(OPENAI_CLIP_MEAN, dtype=np.float32)) / np.asarray(OPENAI_CLIP_STD, dtype=np.float32)
     return array.transpose(2, 0, 1)
 
@@ -425,8 +466,9 @@ def training_dtype(name: str) -> Any:
     "auto" asks oneDNN whether it has a bfloat16 path on this CPU (it needs AVX-512 or newer). On the
     CPU v5 was built on, bfloat16 made stage 1 about 3x faster than float32. On an AVX2-only CPU it is
     emulated: a 3000 x 384 x 1536 matmul and its backward
-    took 3.1 s against 0.068 s in float32 (2-core AMD EPYC, torch 2.14.1), and a stage-2 step 36 s
-    against 1.7 s. The choice changes the weights' rounding, so it is recorded in the manifest.
+    took 3.1 s against 0.068 s in float32 (2-core AMD EPYC, torch 2.14.1), and a stage-2 step of v5's
+    trainer 36 s against 1.7 s (v7 built there in float32: 11.1 s a stage-1 step, 1.3 s a stage-2
+    one). The choice changes the weights' rounding, so it is recorded in the manifest.
     """
     import torch
 
@@ -571,20 +613,34 @@ def cell_classes(batch_cells: Sequence[Sequence[tuple[int, int]]], index: dict[i
     return classes
 
 
-def selection_loss(scores: Any, classes: Any) -> tuple[Any, Any, Any]:
+def selection_loss(scores: Any, classes: Any, weights: Any = None) -> tuple[Any, Any, Any]:
     """(loss, cross-entropy, hinge): rank the right class first, then push it to relu6's ceiling and the rest below 0.
 
     The hinge asks for a margin of ``SELECT_MARGIN`` on both sides, so that small errors at inference
-    still select exactly.
+    still select exactly. ``weights`` ([batch, cells], optional): each cell's weight in both means.
     """
     import torch
 
     scores, classes = scores.reshape(-1, scores.shape[-1]), classes.reshape(-1)
-    ce = torch.nn.functional.cross_entropy(scores, classes)
+    weights = torch.ones(classes.shape) if weights is None else weights.reshape(-1).to(scores.dtype)
+    mean = lambda values: (values * weights).sum() / weights.sum()  # noqa: E731
+    ce = mean(torch.nn.functional.cross_entropy(scores, classes, reduction="none"))
     right = scores.gather(-1, classes[:, None])[:, 0]
     others = torch.relu(scores + SELECT_MARGIN).scatter(-1, classes[:, None], 0.0).sum(-1)
-    hinge = (torch.relu(SELECT_LEVEL + SELECT_MARGIN - right) + others).mean()
+    hinge = mean(torch.relu(SELECT_LEVEL + SELECT_MARGIN - right) + others)
     return ce + hinge, ce, hinge
+
+
+def cell_weights(tokenizer: Any, batch_cells: Sequence[Sequence[tuple[int, int]]], weight: float) -> Any:
+    """[batch, GRID*GRID]: 1, or ``weight`` at each image's ``context_cells``."""
+    import torch
+
+    weights = torch.ones(len(batch_cells), GRID * GRID)
+    for b, cells in enumerate(batch_cells):
+        chosen = sorted(context_cells(tokenizer, cells))
+        if chosen:
+            weights[b, torch.tensor(chosen)] = weight
+    return weights
 
 
 def train_tower(parts: Parts, source: ExampleSource, blanks: Any, config: TrainConfig, log=print) -> list[float]:
@@ -628,9 +684,10 @@ def train_tower(parts: Parts, source: ExampleSource, blanks: Any, config: TrainC
             batch = [source.image_example() for _ in range(config.tower_batch)]
             pixels = torch.tensor(np.stack([pixels for pixels, _ in batch]))
             classes = cell_classes([cells for _, cells in batch], index)
+            weights = cell_weights(parts.tokenizer, [cells for _, cells in batch], config.context_weight)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
                 scores = tower_scores(model, pixels, len(table))
-            loss, ce, hinge = selection_loss(scores.float(), classes)
+            loss, ce, hinge = selection_loss(scores.float(), classes, weights)
             optimiser.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(trainable, 1.0)
