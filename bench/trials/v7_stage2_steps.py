@@ -1,5 +1,8 @@
 """Throwaway: stage 2 alone on the v7 layout with v7b's stage-1 blanks (read back from its projector),
-column 0 of text rows weighing COL0 and the spaces / line ends 20. Then reading on the build's 50."""
+column 0 of text rows weighing COL0 and the spaces / line ends 20, for STEPS steps. Then reading on the build's 50.
+
+    python bench/trials/v7_stage2_steps.py COL0 STEPS   # 5 400: the lighter column 0; 20 600: v7's recipe
+"""
 import random, sys, time, json
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[2]))
 import torch
