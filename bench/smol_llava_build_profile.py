@@ -75,16 +75,15 @@ def main() -> int:
 
     import torch
 
-    from harness.models import smol_llava
     from harness.models.smol_llava_train import (
         ExampleSource,
-        Parts,
         TrainConfig,
         evaluate_easyvqa,
         evaluate_reading,
         train_blanks,
         train_tower,
         training_dtype,
+        untrained,
     )
 
     single = gemm_peak(1)
@@ -93,10 +92,7 @@ def main() -> int:
 
     config = TrainConfig()
     print(f"compute dtype: {training_dtype(config.compute_dtype)}")
-    model, processor = smol_llava.construct(smol_llava.load_smollm2(), trained_vision=False)
-    for parameter in model.parameters():
-        parameter.requires_grad_(False)
-    parts = Parts(model, processor.tokenizer, processor)
+    parts, _ = untrained(config)
     quiet = lambda *_: None  # noqa: E731
 
     def source() -> ExampleSource:  # a fresh seeded stream: the timed and the counted run see the same data

@@ -21,6 +21,7 @@ shows apart from what it has memorised of words.
     python bench/smol_llava_reading_diagnosis.py            # 50 phrases, ~3 min on 2 cores
     python bench/smol_llava_reading_diagnosis.py --phrases 200 --dump /tmp/reading.json  # 8-12 min
     python bench/smol_llava_reading_diagnosis.py --phrases 2000 --tower-only --glyphs dgqbp
+    python bench/smol_llava_reading_diagnosis.py --weights /tmp/trial.safetensors  # a trial's vision side
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ def main() -> int:
     parser.add_argument("--dump", type=Path, help="write every phrase's reference, tower verdict and both answers here (JSON)")
     parser.add_argument("--tower-only", action="store_true", help="stop after the tower's figures (no generation)")
     parser.add_argument("--glyphs", default="", help="glyphs to probe alone, among random letters (e.g. dgqbp)")
+    parser.add_argument("--weights", type=Path, help="vision weights to diagnose instead of the committed ones (a trainer's --out file)")
     args = parser.parse_args()
 
     import numpy as np
@@ -52,6 +54,14 @@ def main() -> int:
     torch.set_num_threads(min(2, torch.get_num_threads()))
     folder = smol_llava.build_smol_llava()
     model = LlavaForConditionalGeneration.from_pretrained(folder, dtype=torch.float32).eval()
+    if args.weights:  # a trial's tower + projector over the same language model
+        from safetensors.torch import load_file
+
+        state = {name: tensor.float() for name, tensor in load_file(str(args.weights)).items()}
+        vision = {name for name in model.state_dict() if name.startswith(("model.vision_tower.", "model.multi_modal_projector."))}
+        if set(state) != vision:
+            raise SystemExit(f"{args.weights}: not a vision state of this model (differs in {sorted(set(state) ^ vision)[:3]} ...)")
+        model.load_state_dict(state, strict=False)
     processor = AutoProcessor.from_pretrained(folder)
     parts = trainer.Parts(model, processor.tokenizer, processor)
     config = trainer.TrainConfig()

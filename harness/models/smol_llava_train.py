@@ -800,23 +800,31 @@ def vision_state(model: Any) -> dict[str, Any]:
     return state
 
 
-def train(config: TrainConfig = TrainConfig(), out: Path | None = WEIGHTS_FILE, log=print) -> dict[str, Any]:
-    """Build an untrained smol-llava, train its vision side, evaluate, and save weights + manifest."""
+def untrained(config: TrainConfig) -> tuple[Parts, ExampleSource]:
+    """What both stages start from: smol-llava with SmolLM2 frozen and the vision side untrained, seeded, and the example stream."""
     import torch
-    from safetensors.torch import save_file
 
     from harness.models import smol_llava
 
     torch.manual_seed(config.seed)
-    torch.set_num_threads(min(2, torch.get_num_threads()))
-    started = time.perf_counter()
     model, processor = smol_llava.construct(smol_llava.load_smollm2(), trained_vision=False)
     for parameter in model.parameters():
         parameter.requires_grad_(False)  # the language model stays frozen; stage 2 unfreezes the vision side
     with torch.no_grad():  # positions must be able to compete with the patch content from the first step
         model.model.vision_tower.embeddings.position_embedding.weight.normal_(std=1.0)
     parts = Parts(model, processor.tokenizer, processor)
-    source = ExampleSource(parts, config, random.Random(config.seed))
+    return parts, ExampleSource(parts, config, random.Random(config.seed))
+
+
+def train(config: TrainConfig = TrainConfig(), out: Path | None = WEIGHTS_FILE, log=print) -> dict[str, Any]:
+    """Build an untrained smol-llava, train its vision side, evaluate, and save weights + manifest."""
+    import torch
+    from safetensors.torch import save_file
+
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+    started = time.perf_counter()
+    parts, source = untrained(config)
+    model = parts.model
     timings = {"load_s": round(time.perf_counter() - started, 1)}
 
     stage = time.perf_counter()
