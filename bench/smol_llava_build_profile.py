@@ -16,7 +16,7 @@ peak. The counter sees matrix products, convolutions and attention, not element-
 (norms, activations, softmax, the optimiser), so the counted GFLOP are a lower bound and so is the
 time at peak.
 
-About 5 minutes on 2 cores (loading SmolLM2 takes ~25 s of it).
+About 4.5 minutes on 2 cores (loading SmolLM2 takes ~25 s of it).
 """
 
 from __future__ import annotations
