@@ -55,13 +55,7 @@ def main() -> int:
     folder = smol_llava.build_smol_llava()
     model = LlavaForConditionalGeneration.from_pretrained(folder, dtype=torch.float32).eval()
     if args.weights:  # a trial's tower + projector over the same language model
-        from safetensors.torch import load_file
-
-        state = {name: tensor.float() for name, tensor in load_file(str(args.weights)).items()}
-        vision = {name for name in model.state_dict() if name.startswith(("model.vision_tower.", "model.multi_modal_projector."))}
-        if set(state) != vision:
-            raise SystemExit(f"{args.weights}: not a vision state of this model (differs in {sorted(set(state) ^ vision)[:3]} ...)")
-        model.load_state_dict(state, strict=False)
+        smol_llava.copy_vision_state(model, args.weights)
     processor = AutoProcessor.from_pretrained(folder)
     parts = trainer.Parts(model, processor.tokenizer, processor)
     config = trainer.TrainConfig()

@@ -235,6 +235,30 @@ def test_tampered_vision_weights_are_refused(monkeypatch, tmp_path, smollm2):
         smol_llava.construct(smollm2)
 
 
+def test_copy_vision_state_takes_exactly_the_vision_tensors(tmp_path, smollm2):
+    """A trial's weights go into an untrained model whole; a file that would touch the language model, or miss a tensor, is refused."""
+    from safetensors.torch import load_file, save_file
+
+    from harness.models.smol_llava_train import WEIGHTS_FILE
+
+    model, _ = smol_llava.construct(smollm2, trained_vision=False)
+    state = load_file(str(WEIGHTS_FILE))
+    smol_llava.copy_vision_state(model, WEIGHTS_FILE)
+    own = model.state_dict()
+    for name, tensor in state.items():
+        assert torch.equal(own[name], tensor.to(own[name].dtype)), name
+    lm_name = "model.language_model.embed_tokens.weight"
+    intruder = tmp_path / "with_language_model.safetensors"
+    save_file({**state, lm_name: torch.zeros_like(own[lm_name])}, str(intruder))
+    with pytest.raises(ValueError, match="unknown.*embed_tokens"):
+        smol_llava.copy_vision_state(model, intruder)
+    assert own[lm_name].abs().sum() > 0  # refused before anything was copied
+    partial = tmp_path / "partial.safetensors"
+    save_file({name: tensor for name, tensor in state.items() if not name.startswith("model.multi_modal_projector.")}, str(partial))
+    with pytest.raises(ValueError, match="missing.*multi_modal_projector"):
+        smol_llava.copy_vision_state(model, partial)
+
+
 def test_fingerprint_before_building_does_not_build(spec, tmp_path, monkeypatch):
     monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path))
     fingerprint = import_target(spec.fingerprinter)

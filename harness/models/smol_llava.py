@@ -140,25 +140,34 @@ def vision_weights() -> tuple[Path, str]:
 
 def load_vision_weights(model: Any) -> str:
     """Copy the committed vision weights into ``model`` after checking their sha256; returns it."""
-    import torch
-    from safetensors.torch import load_file
-
     from harness.images import file_sha256
 
     path, recorded = vision_weights()
     actual = file_sha256(path)
     if actual != recorded:
         raise ValueError(f"{path}: sha256 {actual} differs from the manifest's {recorded}; re-run `make organism`")
+    copy_vision_state(model, path)
+    return actual
+
+
+def copy_vision_state(model: Any, path: Path) -> None:
+    """Copy a vision tower + projector state (safetensors, as the trainer writes it) into ``model``.
+
+    Raises ValueError unless the file holds exactly this model's vision tensors.
+    """
+    import torch
+    from safetensors.torch import load_file
+
     state = load_file(str(path))
     own = model.state_dict()
-    missing = [name for name in own if name.startswith(("model.vision_tower.", "model.multi_modal_projector.")) and name not in state]
-    unknown = [name for name in state if name not in own]
+    vision = {name for name in own if name.startswith(("model.vision_tower.", "model.multi_modal_projector."))}
+    missing = sorted(vision - set(state))
+    unknown = sorted(set(state) - vision)  # language-model tensors too: they must never be overwritten from here
     if missing or unknown:
         raise ValueError(f"{path} does not fit this model (missing {missing[:3]}, unknown {unknown[:3]})")
     with torch.no_grad():
         for name, tensor in state.items():
             own[name].copy_(tensor.to(own[name].dtype))
-    return actual
 
 
 def construct(smollm2: tuple[Any, Any], trained_vision: bool = True) -> tuple[Any, Any]:
