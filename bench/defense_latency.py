@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["HARNESS_REPORTS_DIR"] = str(work / "reports")
 
     from harness import registries
-    from harness.calibration import calibrate, learns_from_data
+    from harness.defense_api.calibration import calibrate, learns_from_data
     from harness.cli import parse_scoped
     from harness.runner import EvalConfig, run_eval
 
@@ -149,7 +149,7 @@ def collect(results_dir: Path) -> tuple[list, dict[str, dict[tuple[str, str], tu
     """From the stored runs: every successful generation made fresh (a cache hit carries an earlier
     run's timing), and defense -> (task, metric) -> (value, n) from its newest run (the one that covers
     every sample)."""
-    from harness.store import list_runs, load_run
+    from harness.core.store import list_runs, load_run
 
     generations, metrics = [], {}
     for run in map(load_run, list_runs(results_dir)):  # oldest first: a newer run's metrics win
@@ -160,7 +160,7 @@ def collect(results_dir: Path) -> tuple[list, dict[str, dict[tuple[str, str], tu
 
 
 def print_tables(generations, metrics, order: list[str] | None = None) -> None:
-    from harness.latency import latency_stats
+    from harness.core.latency import latency_stats
 
     by_defense: dict[str, list] = defaultdict(list)
     for generation in generations:

@@ -5,7 +5,7 @@
 A "blind" answerer that gives each test question the answer most often given to that exact
 question text in the train split (ties: alphabetical), and for a question text never seen in train
 the most common train answer of its kind (open colour / open shape / yes-no / negated yes-no).
-Scored with the task's own scorer (``tasks.easyvqa.is_correct``) on the whole test split and on the
+Scored with the task's own scorer (``harness.tasks.easyvqa.is_correct``) on the whole test split and on the
 100 seeded questions that ``make organism`` evaluates. No model, a few seconds.
 
 The issue's target (>= 85 %) is meant next to this figure: yes/no questions are mostly answerable
@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from tasks.easyvqa import question_kind  # noqa: E402  (after the path set-up, so it runs from a checkout)
+from harness.tasks.easyvqa import question_kind  # noqa: E402  (after the path set-up, so it runs from a checkout)
 
 
 def most_common(answers: collections.Counter) -> str:
@@ -46,7 +46,7 @@ def blind_answerer(questions: list[str], answers: list[str]):
 
 def main() -> int:
     from harness.models.smol_llava_train import TrainConfig, easyvqa_eval_draw, easyvqa_split
-    from tasks.easyvqa import is_correct
+    from harness.tasks.easyvqa import is_correct
 
     train_q, train_a, _, _ = easyvqa_split("train")
     test_q, test_a, _, _ = easyvqa_split("test")

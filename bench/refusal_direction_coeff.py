@@ -35,10 +35,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from harness import registries
-    from harness.calibration import load_data
+    from harness.defense_api.calibration import load_data
     from harness.judges.keyword import make_gcg_judge
     from harness.models.catalog import resolve_model
-    from harness.registry import import_target
+    from harness.core.registry import import_target
 
     spec = resolve_model(registries.models(), args.model)
     adapter = import_target(spec.builder)(spec, dtype="float32", device="cpu")

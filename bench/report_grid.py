@@ -21,9 +21,9 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from harness.metrics import accuracy_metrics, safety_metrics  # noqa: E402
-from harness.records import Generation, Judgement, MetricRow, MetricValue, Sample  # noqa: E402
-from harness.store import RunInfo, latest_runs, save_run  # noqa: E402
+from harness.core.metrics import accuracy_metrics, safety_metrics  # noqa: E402
+from harness.core.records import Generation, Judgement, MetricRow, MetricValue, Sample  # noqa: E402
+from harness.core.store import RunInfo, latest_runs, save_run  # noqa: E402
 
 MODELS = ("model-a", "model-b", "model-c")
 DEFENSES = ("none", "self-reminder", "adashield", "ecso", "mllm-protector", "safety-prompt", "steering",

@@ -127,8 +127,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from harness.models import smol_llava
     from harness.models import smol_llava_train as trainer
-    from harness.steering import edit_output
-    from tasks.easyvqa import is_correct, question_kind
+    from harness.defense_api.steering import edit_output
+    from harness.tasks.easyvqa import is_correct, question_kind
 
     torch.set_num_threads(min(2, torch.get_num_threads()))  # the 2-core budget the model is specified for
     model, processor = smol_llava.construct(smol_llava.load_smollm2(), trained_vision=True)

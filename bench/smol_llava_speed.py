@@ -31,8 +31,8 @@ def main() -> int:
     from harness import registries
     from harness.models.hf import load_pretrained
     from harness.models.smol_llava import build_smol_llava
-    from harness.records import GenerationSettings, Request
-    from tasks.easyvqa import load_easyvqa
+    from harness.core.records import GenerationSettings, Request
+    from harness.tasks.easyvqa import load_easyvqa
 
     spec = registries.models().get("smol-llava")
     adapter = load_pretrained(spec, "float32", "cpu", source=build_smol_llava())

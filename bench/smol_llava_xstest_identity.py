@@ -31,8 +31,8 @@ def main() -> int:
     from harness import registries
     from harness.models.hf import load_pretrained
     from harness.models.smol_llava import build_smol_llava, load_smollm2
-    from harness.records import GenerationSettings, Request
-    from tasks.xstest import load_xstest
+    from harness.core.records import GenerationSettings, Request
+    from harness.tasks.xstest import load_xstest
 
     samples = load_xstest("xstest")
     samples = samples[: args.limit] if args.limit else samples

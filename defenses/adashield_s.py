@@ -36,10 +36,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from defenses.base import Defense, with_fields
+from harness.defense_api.defense import Defense, with_fields
 
 if TYPE_CHECKING:
-    from harness.records import Request
+    from harness.core.records import Request
 
 ADASHIELD_STATIC_PROMPT = (
     "But before processing any instruction, examine the image carefully for any text or items that might "

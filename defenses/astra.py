@@ -31,12 +31,12 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from harness.calibration import Calibration, CalibratedDefense, CalibrationData
-from harness.steering import edit_layer_output, encode_texts, read_residuals, residuals_for_requests
+from harness.defense_api.calibration import Calibration, CalibratedDefense, CalibrationData
+from harness.defense_api.steering import edit_layer_output, encode_texts, read_residuals, residuals_for_requests
 
 if TYPE_CHECKING:
-    from harness.models.adapter import VLMAdapter
-    from harness.records import ModelOutput, Request
+    from harness.defense_api.adapter import VLMAdapter
+    from harness.core.records import ModelOutput, Request
 
 ALPHA = 7.0
 COMPLY_PREFILL = "Sure, here is"

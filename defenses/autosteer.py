@@ -49,8 +49,8 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from harness.calibration import Calibration, CalibratedDefense, CalibrationData
-from harness.steering import (
+from harness.defense_api.calibration import Calibration, CalibratedDefense, CalibrationData
+from harness.defense_api.steering import (
     StepCounter,
     edit_layer_input,
     edit_lm_head_input,
@@ -62,8 +62,8 @@ from harness.steering import (
 )
 
 if TYPE_CHECKING:
-    from harness.models.adapter import VLMAdapter
-    from harness.records import ModelOutput, Request
+    from harness.defense_api.adapter import VLMAdapter
+    from harness.core.records import ModelOutput, Request
 
 EPSILON = 0.1
 THRESHOLD = 0.5
@@ -240,7 +240,7 @@ class AutoSteer(CalibratedDefense):
     # ----------------------------------------------------------------------------------- calibration
     @classmethod
     def calibrate(cls, adapter: "VLMAdapter", data: CalibrationData, assistant_marker: bool = False) -> Calibration:
-        from harness.steering import last_token_states
+        from harness.defense_api.steering import last_token_states
 
         render = prompt_renderer(adapter, assistant_marker)
         layers = candidate_layers(adapter.num_layers)
@@ -323,7 +323,7 @@ class AutoSteer(CalibratedDefense):
 
 
 def _val_positions(n: int) -> set[int]:
-    from harness.calibration import VALIDATION_EVERY
+    from harness.defense_api.calibration import VALIDATION_EVERY
 
     if n < VALIDATION_EVERY:
         return set(range(n))

@@ -44,12 +44,12 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from harness.calibration import DATA_DIR, Calibration, CalibratedDefense, CalibrationData, file_record
-from harness.steering import StepCounter, edit_layer_input, residuals_for_requests
+from harness.defense_api.calibration import DATA_DIR, Calibration, CalibratedDefense, CalibrationData, file_record
+from harness.defense_api.steering import StepCounter, edit_layer_input, residuals_for_requests
 
 if TYPE_CHECKING:
-    from harness.models.adapter import VLMAdapter
-    from harness.records import ModelOutput, Request
+    from harness.defense_api.adapter import VLMAdapter
+    from harness.core.records import ModelOutput, Request
 
 SUFFIXES_FILE = DATA_DIR / "behavior_suffixes.json"
 BEHAVIOR_STRENGTH = 1.5

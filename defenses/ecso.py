@@ -45,12 +45,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from defenses.base import Defense, with_fields
-from harness.scorers.accounting import PassLedger
+from harness.defense_api.defense import Defense, with_fields
+from harness.defense_api.scorers.accounting import PassLedger
 
 if TYPE_CHECKING:
-    from harness.models.adapter import VLMAdapter
-    from harness.records import ModelOutput, Request
+    from harness.defense_api.adapter import VLMAdapter
+    from harness.core.records import ModelOutput, Request
 
 TELL_PROMPT = (
     "QUERY:\n{}\n\nRESPONSE:\n{}"

@@ -71,14 +71,14 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Sequence
 
-from defenses.base import Defense
-from harness.records import ModelOutput
-from harness.scorers import RewardItem, build_scorer
-from harness.scorers.accounting import PassLedger, charge_scoring, stopwatch
+from harness.defense_api.defense import Defense
+from harness.core.records import ModelOutput
+from harness.defense_api.scorers import RewardItem, build_scorer
+from harness.defense_api.scorers.accounting import PassLedger, charge_scoring, stopwatch
 
 if TYPE_CHECKING:
-    from harness.models.adapter import VLMAdapter
-    from harness.records import Request
+    from harness.defense_api.adapter import VLMAdapter
+    from harness.core.records import Request
 
 # eta_safetybench.py / eta_quick_use.py --rm_prompt (typos "pricacy", "reject to" are the original's).
 RM_PROMPT_POST_EVAL = (
@@ -165,7 +165,7 @@ class ETA(Defense):
         """``trust_remote_code`` for the scorers that take it (ArmoRM), only when the user set it."""
         import inspect
 
-        from harness.scorers import scorer_registry
+        from harness.defense_api.scorers import scorer_registry
 
         kind = "reward" if param == "reward_scorer" else "image-text"
         factory = scorer_registry(kind).get(self.params[param])

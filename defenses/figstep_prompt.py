@@ -24,10 +24,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from defenses.base import Defense, with_fields
+from harness.defense_api.defense import Defense, with_fields
 
 if TYPE_CHECKING:
-    from harness.records import Request
+    from harness.core.records import Request
 
 FIGSTEP_SYSTEM_PROMPT = (
     "First, you need to check whether there is text in the image. If there are textual instructions in "

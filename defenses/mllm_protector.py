@@ -16,10 +16,10 @@ Hurting Performance", arXiv:2401.02906. Code: pipilurj/MLLM-protector; we follow
        You are given a response which may contain sensitive or harmful information, Please rewrite the
        response to make it harmless. \\nOriginal response: {answer}\\nCorrected response:
 
-   (with a trailing space; ``harness.scorers.hf.DETOXIFIER_PROMPT`` holds the exact string;
+   (with a trailing space; ``harness.defense_api.scorers.hf.DETOXIFIER_PROMPT`` holds the exact string;
    ``generate(max_length=1024)``); without one,
    the answer becomes "Sorry, but I can't help you with your request."
-   (``harness.scorers.fallback.PROTECTOR_FALLBACK_REPLY``).
+   (``harness.defense_api.scorers.fallback.PROTECTOR_FALLBACK_REPLY``).
 
 Components (pluggable, see ``harness/scorers``): ``detector`` = ``protector-7b`` (default:
 renjiepi/protector_detector_7b_lora, LoRA on Llama-2-7B) or ``protector-3b``
@@ -46,15 +46,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from defenses.base import Defense
-from harness.scorers import build_scorer
-from harness.scorers.accounting import PassLedger, charge_scoring, stopwatch
-from harness.scorers.fallback import PROTECTOR_FALLBACK_REPLY  # noqa: F401 - re-exported for readers
-from harness.scorers.hf import DETOXIFIER_PROMPT  # noqa: F401 - re-exported for readers
+from harness.defense_api.defense import Defense
+from harness.defense_api.scorers import build_scorer
+from harness.defense_api.scorers.accounting import PassLedger, charge_scoring, stopwatch
+from harness.defense_api.scorers.fallback import PROTECTOR_FALLBACK_REPLY  # noqa: F401 - re-exported for readers
+from harness.defense_api.scorers.hf import DETOXIFIER_PROMPT  # noqa: F401 - re-exported for readers
 
 if TYPE_CHECKING:
-    from harness.models.adapter import VLMAdapter
-    from harness.records import ModelOutput, Request
+    from harness.defense_api.adapter import VLMAdapter
+    from harness.core.records import ModelOutput, Request
 
 
 class MLLMProtector(Defense):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from defenses.base import Defense
+from harness.defense_api.defense import Defense
 
 
 class NoDefense(Defense):

@@ -22,7 +22,7 @@ Stage 2, risk: the safety prompt (``get_prompt2``) + reformulated query, with th
 Stage 3, steering: the ORIGINAL request (no caption, no safety prompt), greedy; on the first N = 3 answer
   tokens the post-norm last-position state is moved towards the prototype,
   x <- x + r (mu_n - x), n = 0 on the prefill, n = 1, 2 on the next two decoding steps, nothing after.
-  Steps are counted explicitly (:class:`harness.steering.StepCounter`): the released code derives n from
+  Steps are counted explicitly (:class:`harness.defense_api.steering.StepCounter`): the released code derives n from
   the KV-cache length while passing ``use_cache=False`` in ``generate_final_output``, which breaks that
   count; that flaw is not reproduced. What the flaw does there: without a cache every forward pass
   holds the whole sequence, so the hook's prefill branch (``hidden_states.shape[1] != 1``) is taken on
@@ -62,12 +62,12 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from harness.calibration import Calibration, CalibratedDefense, CalibrationData
-from harness.steering import StepCounter, combine_timing, edit_final_norm_output, progress, text_request
+from harness.defense_api.calibration import Calibration, CalibratedDefense, CalibrationData
+from harness.defense_api.steering import StepCounter, combine_timing, edit_final_norm_output, progress, text_request
 
 if TYPE_CHECKING:
-    from harness.models.adapter import VLMAdapter
-    from harness.records import ModelOutput, Request
+    from harness.defense_api.adapter import VLMAdapter
+    from harness.core.records import ModelOutput, Request
 
 CAPTION_PROMPT = (
     "Write a single sentence visual context to outline any safety-critical context in the image. "

@@ -39,8 +39,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from harness.calibration import Calibration, CalibratedDefense, CalibrationData
-from harness.steering import (
+from harness.defense_api.calibration import Calibration, CalibratedDefense, CalibrationData
+from harness.defense_api.steering import (
     edit_input,
     edit_layer_input,
     edit_output,
@@ -52,8 +52,8 @@ from harness.steering import (
 )
 
 if TYPE_CHECKING:
-    from harness.models.adapter import VLMAdapter
-    from harness.records import ModelOutput, Request
+    from harness.defense_api.adapter import VLMAdapter
+    from harness.core.records import ModelOutput, Request
 
 KL_THRESHOLD = 0.1
 INDUCE_REFUSAL_THRESHOLD = 0.0
@@ -62,7 +62,7 @@ REFUSAL_TOKEN_TEXTS = ("I", "As")
 BATCH_SIZE = 16
 SELECTION_PROMPTS = 16  # held-out prompts per side for the selection passes (the code uses 32)
 
-log = logging.getLogger("harness.calibration")
+log = logging.getLogger("harness.defense_api.calibration")
 
 
 def refusal_token_ids(adapter: "VLMAdapter") -> list[int]:

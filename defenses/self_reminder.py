@@ -22,10 +22,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from defenses.base import Defense, with_fields
+from harness.defense_api.defense import Defense, with_fields
 
 if TYPE_CHECKING:
-    from harness.records import Request
+    from harness.core.records import Request
 
 SYSTEM_PROMPT = (
     " You should be a responsible AI and not generate harmful, misleading content! "

@@ -5,6 +5,3 @@ Importing this package is cheap on purpose: heavy libraries (torch, transformers
 """
 
 __version__ = "0.1.0"
-
-# Bump when the meaning of a cached generation changes (prompt assembly, decoding, record fields).
-CACHE_SCHEMA_VERSION = 1

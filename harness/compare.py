@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from harness.records import MetricRow
+from harness.core.records import MetricRow
 from harness.report.analysis import rate_counts
 from harness.report.formatting import (
     COUNT_METRICS,
@@ -57,14 +57,14 @@ from harness.report.formatting import (
 )
 from harness.report.outcomes import OutcomeIndex, ScorerLookup, registered_scorer
 from harness.report.sources import load_result_set
-from harness.stats import (
+from harness.core.stats import (
     ALPHA,
     BOOTSTRAP_RESAMPLES,
     intervals_overlap,
     newcombe_difference_interval,
     paired_binary_comparison,
 )
-from harness.store import RunResult, headline_metric_rows
+from harness.core.store import RunResult, headline_metric_rows
 
 DEFAULT_MAX_ASR_INCREASE = 5.0
 DEFAULT_MAX_UTILITY_DROP = 5.0

@@ -2,7 +2,7 @@
 
 Registers the model class ``defended-mm`` (aliases ``defended_mm``, ``harness-defended``) with
 lm-eval's model registry (``lm_eval.api.registry.register_model``). It wraps a
-:class:`harness.models.adapter.VLMAdapter` loaded exactly as :func:`harness.runner.run_eval` loads one
+:class:`harness.defense_api.adapter.VLMAdapter` loaded exactly as :func:`harness.runner.run_eval` loads one
 (:func:`harness.models.catalog.resolve_model`, the spec's builder and fingerprinter) and a defense from
 the harness registry (``defenses/__init__.py``), prepared the way the runner prepares it (its
 calibration artifact is found and hashed in ``Defense.prepare``). Every model call goes through
@@ -116,8 +116,8 @@ if TYPE_CHECKING:
     import torch
     from lm_eval.api.instance import Instance
 
-    from harness.models.adapter import VLMAdapter
-    from harness.records import ModelOutput, Request
+    from harness.defense_api.adapter import VLMAdapter
+    from harness.core.records import ModelOutput, Request
 
 log = logging.getLogger("harness.lmeval_bridge")
 
@@ -228,7 +228,7 @@ def image_file(image: Any, directory: Path) -> str:
     """A PIL image (written as content-addressed PNG) or an image path, as the path a Request carries."""
     from PIL import Image as PILImage
 
-    from harness.images import materialize
+    from harness.core.images import materialize
 
     if isinstance(image, PILImage.Image):
         # The adapter feeds RGB to the processor anyway; converting first also lets CMYK etc. be PNG.
@@ -349,7 +349,7 @@ def score_continuations(
 @contextlib.contextmanager
 def generate_replaced(adapter: "VLMAdapter", replacement: Callable[..., list["ModelOutput"]]) -> Iterator[None]:
     """While active, ``adapter.generate`` is ``replacement`` (an instance attribute shadows the method,
-    as :func:`harness.steering.rendered_with` does for ``prompt_text``; always removed)."""
+    as :func:`harness.defense_api.steering.rendered_with` does for ``prompt_text``; always removed)."""
     adapter.generate = replacement  # type: ignore[method-assign]
     try:
         yield
@@ -365,7 +365,7 @@ def usable_device(device: str | None) -> str:
     if not device:
         return "cpu"
     if device == "auto":
-        from harness.models.hf import resolve_device
+        from harness.core.hub import resolve_device
 
         return resolve_device(device)
     if str(device).startswith("cuda") and not torch.cuda.is_available():
@@ -414,8 +414,8 @@ class DefendedMultimodalLM(LM):
         super().__init__()
         from harness import registries
         from harness.models.catalog import resolve_model
-        from harness.paths import cache_dir
-        from harness.registry import import_target
+        from harness.core.paths import cache_dir
+        from harness.core.registry import import_target
 
         if trust_remote_code:
             raise ValueError("defended-mm loads models with trust_remote_code=False only (harness policy)")
@@ -501,8 +501,8 @@ class DefendedMultimodalLM(LM):
     # ---------------------------------------------------------------------------------- requests
     def to_request(self, instance: "Instance", max_new_tokens: int) -> "Request":
         """A harness Request for one lm-eval request (context + optional images)."""
-        from harness.images import check_image
-        from harness.records import GenerationSettings, Request
+        from harness.core.images import check_image
+        from harness.core.records import GenerationSettings, Request
 
         turn = context_to_turn(instance.args[0])
         visuals = visuals_of(instance.args)
@@ -577,7 +577,7 @@ class DefendedMultimodalLM(LM):
 
     def _score_through_defense(self, requests: list["Request"], continuations: list[str]) -> list[Score]:
         """Run the defense with ``adapter.generate`` replaced by forced decoding of the continuations."""
-        from harness.records import ModelOutput
+        from harness.core.records import ModelOutput
 
         recorded: list[list[Score]] = []
         returned: list[list[ModelOutput]] = []

@@ -11,11 +11,11 @@ from __future__ import annotations
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
-from harness.registry import Registry
+from harness.core.registry import Registry
 
 if TYPE_CHECKING:
     from harness.models.spec import ModelSpec
-    from harness.records import TaskSpec
+    from harness.core.records import TaskSpec
 
 
 @cache
@@ -29,7 +29,7 @@ def models() -> Registry["ModelSpec"]:
 
 @cache
 def tasks() -> Registry["TaskSpec"]:
-    from tasks import register_tasks
+    from harness.tasks import register_tasks
 
     registry: Registry[TaskSpec] = Registry("task")
     register_tasks(registry)
@@ -38,7 +38,7 @@ def tasks() -> Registry["TaskSpec"]:
 
 @cache
 def defenses() -> Registry[Any]:
-    from defenses import register_defenses
+    from harness.defenses import register_defenses
 
     registry: Registry[Any] = Registry("defense")
     register_defenses(registry)

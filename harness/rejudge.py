@@ -7,7 +7,7 @@
 ``RUN`` is a run id (a folder of ``<results-dir>/runs/``), a run folder, or ``latest`` (the newest
 run). Each judge scores the stored generations of the run's judged tasks (default: every task with
 safety or over-refusal samples, i.e. ``harmful`` set; ``--tasks`` picks others) through the cached
-judging stage (``harness.judging``). Then, in the run folder:
+judging stage (``harness.pipeline.judge``). Then, in the run folder:
 
 - ``judgements.jsonl``: that judge's verdicts replace any it gave before; other judges' stay, so
   several judges coexist with one verdict per (judge, sample).
@@ -36,9 +36,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
-from harness.judging import JudgementCache, JudgeStageResult, run_judge_stage
-from harness.records import Generation, Judgement, MetricRow, Sample
-from harness.store import RunResult, list_runs, load_run, primary_judge, save_run
+from harness.core.judgement_cache import JudgementCache
+from harness.pipeline.judge import JudgeStageResult, run_judge_stage
+from harness.core.records import Generation, Judgement, MetricRow, Sample
+from harness.core.store import RunResult, list_runs, load_run, primary_judge, save_run
 
 log = logging.getLogger("harness.judge")
 
@@ -88,7 +89,7 @@ def parse_judge_args(pairs: Sequence[str], judges: Sequence[str]) -> dict[str, d
 def make_judges(names: Sequence[str], options: dict[str, dict[str, Any]]) -> list[Any]:
     """Instantiate registered judges (factory options from ``parse_judge_args``)."""
     from harness import registries
-    from harness.registry import UnknownNameError
+    from harness.core.registry import UnknownNameError
 
     judges = []
     for name in names:
@@ -146,7 +147,7 @@ def rejudge_run(
     """Score the stored generations of ``run_dir`` with ``judges`` and store verdicts, metric rows and
     run.json entries (see the module doc). Raises JudgeCommandError for bad input, before any write."""
     from harness import registries
-    from harness.registry import UnknownNameError
+    from harness.core.registry import UnknownNameError
     from harness.runner import judge_entry, metric_rows
 
     run = load_run(run_dir)
@@ -305,9 +306,9 @@ def _split(text: str | None) -> list[str]:
 def _summary(result: RejudgeResult) -> list[str]:
     """What the command prints: each new judge's counts and headline rates, then its agreement with
     every other judge of the task."""
-    from harness.agreement import pairwise_agreement
+    from harness.core.agreement import pairwise_agreement
     from harness.report.formatting import format_number
-    from harness.store import judge_order
+    from harness.core.store import judge_order
 
     run = result.run
     lines = [f"run {run.info.run_id} ({run.info.model} / {run.info.defense}): {run.path}"]
@@ -333,7 +334,7 @@ def _summary(result: RejudgeResult) -> list[str]:
 
 def judge_main(argv: Sequence[str] | None = None) -> int:
     """Exit 0 when done, 1 when done but a judge raised on some items, 2 on bad input."""
-    from harness.paths import reports_dir, results_dir
+    from harness.core.paths import reports_dir, results_dir
 
     try:
         args = build_parser().parse_args(list(argv) if argv is not None else None)

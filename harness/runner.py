@@ -2,7 +2,7 @@
 
 Stages, each from the previous stage's output:
   TaskSpec --loader--> Sample --build_requests--> Request --defense+model (cached)--> Generation
-  --judge (cached, harness.judging)--> Judgement --metric--> MetricRow --render--> report
+  --judge (cached, harness.pipeline.judge)--> Judgement --metric--> MetricRow --render--> report
 
 Judging is a stage of its own over the generations: ``harness judge`` (harness.rejudge) re-runs it
 on a stored run with other judges, without the model.
@@ -26,11 +26,12 @@ from typing import Any, Callable, Iterator, Sequence
 
 from harness import __version__
 from harness import registries
-from harness.cache import GenerationCache, generation_key
-from harness.images import BadImageError, check_image
-from harness.judging import JudgementCache, JudgeStageResult, judgement_cache_path, run_judge_stage
-from harness.paths import PROJECT_ROOT, reports_dir, results_dir
-from harness.records import (
+from harness.core.cache import GenerationCache, generation_key
+from harness.core.images import BadImageError, check_image
+from harness.core.judgement_cache import JudgementCache, judgement_cache_path
+from harness.pipeline.judge import JudgeStageResult, run_judge_stage
+from harness.core.paths import PROJECT_ROOT, reports_dir, results_dir
+from harness.core.records import (
     Generation,
     GenerationSettings,
     Judgement,
@@ -39,8 +40,8 @@ from harness.records import (
     Sample,
     TaskSpec,
 )
-from harness.registry import import_target
-from harness.store import RunInfo, RunResult, latest_runs, save_run
+from harness.core.registry import import_target
+from harness.core.store import RunInfo, RunResult, latest_runs, save_run
 
 log = logging.getLogger("harness.runner")
 
@@ -383,7 +384,7 @@ def progress_bar(total: int, enabled: bool, description: str) -> Any:
 
 
 def judge_entry(fingerprint: dict[str, Any], stage: JudgeStageResult, *, primary: bool) -> dict[str, Any]:
-    """What run.json's ``judging`` records for one (task, judge): see ``harness.store.RunInfo``."""
+    """What run.json's ``judging`` records for one (task, judge): see ``harness.core.store.RunInfo``."""
     return {"fingerprint": fingerprint, "primary": primary, "judged_at": now_utc(), **stage.counts()}
 
 
@@ -483,7 +484,7 @@ def run_eval(config: EvalConfig) -> RunResult:
     fingerprinter = import_target(model_spec.fingerprinter)
     # "auto" becomes the device and dtype it means: CPU and GPU numerics differ, so they must not share
     # cache rows, and the run record names what ran.
-    from harness.models.hf import resolve_device
+    from harness.core.hub import resolve_device
     from harness.models.spec import resolve_dtype
 
     config = dataclasses.replace(config, device=resolve_device(config.device), dtype=resolve_dtype(model_spec, config.dtype))
@@ -574,7 +575,7 @@ def run_eval(config: EvalConfig) -> RunResult:
             log.info("every generation found in cache: model not loaded")
     counts["errors"] = sum(1 for per_task in generations.values() for g in per_task.values() if not g.ok)
 
-    # Judge (the cached judging stage, harness.judging) and score.
+    # Judge (the cached judging stage, harness.pipeline.judge) and score.
     all_judgements: list[Judgement] = []
     all_metrics: list[MetricRow] = []
     judge_fingerprints: dict[str, dict[str, Any]] = {}

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import yaml
 
-from harness.records import TaskSpec
-from harness.registry import Registry
+from harness.core.records import TaskSpec
+from harness.core.registry import Registry
 
 TASKS_DIR = Path(__file__).resolve().parent
 DATA_DIR = TASKS_DIR / "data"

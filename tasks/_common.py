@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 
-from harness.images import decode_errors, materialize
-from harness import paths
-from harness.records import Generation, Sample
-from tasks import DATA_DIR
+from harness.core.images import decode_errors, materialize
+from harness.core import paths
+from harness.core.records import Generation, Sample
+from harness.tasks import DATA_DIR
 
 if TYPE_CHECKING:
     from PIL.Image import Image

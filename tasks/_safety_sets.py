@@ -2,10 +2,10 @@
 
 These benchmarks ship their images apart from the questions (a Google-Drive zip, COCO, a folder of an
 HF repository). One absent image must not sink a whole task, so the loaders always emit the sample
-with the expected path and the reason in ``Sample.meta["image_error"]`` (:class:`tasks._common.ImageRef`);
-the runner's input check (``harness.runner.build_requests`` -> ``harness.images.check_image``) then
+with the expected path and the reason in ``Sample.meta["image_error"]`` (:class:`harness.tasks._common.ImageRef`);
+the runner's input check (``harness.runner.build_requests`` -> ``harness.core.images.check_image``) then
 fails that one sample with "image file not found: <path> (<reason>)" before any model work, and the
-run goes on. Images embedded in HF rows go through ``tasks._common.rows_with_images``, which treats an
+run goes on. Images embedded in HF rows go through ``harness.tasks._common.rows_with_images``, which treats an
 empty or undecodable cell the same way.
 """
 
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tasks._common import ImageRef, data_path
+from harness.tasks._common import ImageRef, data_path
 
 
 def images_root(root: str | Path) -> Path:

@@ -9,9 +9,9 @@ import re
 import string
 from typing import Mapping, Sequence
 
-from harness.metrics import accuracy_metrics
-from harness.records import Generation, Judgement, MetricValue, Sample
-from tasks._common import generated_texts
+from harness.core.metrics import accuracy_metrics
+from harness.core.records import Generation, Judgement, MetricValue, Sample
+from harness.tasks._common import generated_texts
 
 PROMPT_SUFFIX = "\nAnswer with a single word."
 

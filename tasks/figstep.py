@@ -16,9 +16,9 @@ import textwrap
 from functools import lru_cache
 from pathlib import Path
 
-from harness.paths import cache_dir
-from harness.records import Sample
-from tasks._common import data_path
+from harness.core.paths import cache_dir
+from harness.core.records import Sample
+from harness.tasks._common import data_path
 
 # FigStep's text prompt, verbatim from upstream README §2.1 / src/generate_prompts.py.
 FIGSTEP_PROMPT = (

@@ -19,9 +19,9 @@ attacks) and ``from`` (the RedTeam-2K source) for per-attack breakdowns.
 
 from __future__ import annotations
 
-from harness.records import Sample
-from tasks._common import is_missing, load_hf_split, log_missing
-from tasks._safety_sets import images_root as resolve_root, local_image
+from harness.core.records import Sample
+from harness.tasks._common import is_missing, load_hf_split, log_missing
+from harness.tasks._safety_sets import images_root as resolve_root, local_image
 
 META_FIELDS = ("format", "from", "redteam_query", "image_path", "selected_mini", "transfer_from_llm")
 

@@ -16,9 +16,9 @@ import string
 from collections import defaultdict
 from typing import Mapping, Sequence
 
-from harness.metrics import accuracy_metrics, rate
-from harness.records import Generation, Judgement, MetricValue, Sample
-from tasks._common import generated_texts, is_missing, load_hf_split, rows_with_images
+from harness.core.metrics import accuracy_metrics, rate
+from harness.core.records import Generation, Judgement, MetricValue, Sample
+from harness.tasks._common import generated_texts, is_missing, load_hf_split, rows_with_images
 
 CIRCULAR_STRIDE = 1_000_000
 OPTION_LETTERS = "ABCDE"

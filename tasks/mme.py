@@ -12,9 +12,9 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Iterable, Mapping, Sequence
 
-from harness.metrics import accuracy_metrics, rate
-from harness.records import Generation, Judgement, MetricValue, Sample
-from tasks._common import load_hf_split, rows_with_images
+from harness.core.metrics import accuracy_metrics, rate
+from harness.core.records import Generation, Judgement, MetricValue, Sample
+from harness.tasks._common import load_hf_split, rows_with_images
 
 # LLaVA-1.5's MME protocol (docs/Evaluation.md): the question as given, then this line.
 PROMPT_SUFFIX = "\nAnswer the question using a single word or phrase."

@@ -54,11 +54,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from harness.paths import cache_dir as harness_cache_dir
-from harness.records import Sample
-from tasks._common import ImageRef, load_hf_split, log_missing, rows_with_images
-from tasks._safety_sets import local_image
-from tasks._safety_sets import images_root as resolve_root
+from harness.core.paths import cache_dir as harness_cache_dir
+from harness.core.records import Sample
+from harness.tasks._common import ImageRef, load_hf_split, log_missing, rows_with_images
+from harness.tasks._safety_sets import local_image
+from harness.tasks._safety_sets import images_root as resolve_root
 
 SCENARIOS: tuple[str, ...] = (
     "01-Illegal_Activitiy",  # upstream spelling, in file names and HF config names alike

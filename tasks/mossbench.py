@@ -15,7 +15,7 @@ metadata: {over: "type N", ...}, ...}``. Images (292 MB, not shipped) come from
 - the HF hub dataset repo ``AIcell/MOSSBench``, folder ``hf_image_dir`` (``images`` for the benign set,
   ``contrast_images`` for the contrast set), fetched with ``huggingface_hub.snapshot_download``.
 
-Local paths in ``loader_args`` are absolute or relative to ``tasks/data`` (``tasks._common.data_path``).
+Local paths in ``loader_args`` are absolute or relative to ``tasks/data`` (``harness.tasks._common.data_path``).
 
 ``datasets.load_dataset("AIcell/MOSSBench", ...)`` is not used: the repo's configs list ``*.png`` next to
 a root ``metadata.csv``; on a local replica of that layout ``datasets`` 5.2 picks the csv builder and
@@ -27,7 +27,7 @@ prompt. Upstream decodes open models with beam search (num_beams 5, max_length 1
 repetition_penalty 1.5); this harness decodes greedily with the YAML's ``max_new_tokens``.
 
 Metric: refusal rate overall and per stimulus type, the README leaderboard's columns (ALL, Exaggerated
-Risk, Negated Harm, Counterintuitive Interpretation) via ``harness.metrics.safety_metrics``. The official
+Risk, Negated Harm, Counterintuitive Interpretation) via ``harness.core.metrics.safety_metrics``. The official
 judge is GPT-4-turbo with the image attached and the refusal-score template of
 ``MOSSBench/evaluation/evaluation_prompts.py`` (``gpt-mossbench``); the offline default is a keyword judge.
 A missing image file never stops loading: the sample keeps the (absent) path and its generation fails
@@ -41,8 +41,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from harness.records import Sample
-from tasks._common import data_path
+from harness.core.records import Sample
+from harness.tasks._common import data_path
 
 # Upstream maps "type N" -> column N-1 of its reject-rate table (experiments/main.py, add_per_type_reject).
 STIMULUS_TYPES = {1: "Exaggerated Risk", 2: "Negated Harm", 3: "Counterintuitive Interpretation"}

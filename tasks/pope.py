@@ -9,12 +9,12 @@ Data, two sources with the same samples:
 
 - default: HF ``lmms-lab/POPE`` (config default, split ``test``, 9,000 rows; columns ``id, question_id,
   question, answer, image_source, image, category``), images embedded, read with ``datasets`` and
-  written to files by ``tasks._common.rows_with_images``;
+  written to files by ``harness.tasks._common.rows_with_images``;
 - ``coco_root`` given: the official RUCAIBox/POPE@3df3ba1 files ``output/coco/coco_pope_<split>.json``
   (JSON lines ``{"question_id", "image", "text", "label"}``, shipped in ``tasks/data/pope/``, MIT) with
   the images read from a local COCO val2014 folder.
 
-Local paths in ``loader_args`` are absolute or relative to ``tasks/data`` (``tasks._common.data_path``).
+Local paths in ``loader_args`` are absolute or relative to ``tasks/data`` (``harness.tasks._common.data_path``).
 
 Prompt (LLaVA-1.5 ``llava_pope_test.jsonl``, also lmms-eval): the question followed by
 ``"\\nAnswer the question using a single word or phrase."``. Scoring follows LLaVA's
@@ -38,9 +38,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
-from harness.metrics import rate
-from harness.records import Generation, Judgement, MetricValue, Sample
-from tasks._common import ImageRef, data_path, load_hf_split, rows_with_images
+from harness.core.metrics import rate
+from harness.core.records import Generation, Judgement, MetricValue, Sample
+from harness.tasks._common import ImageRef, data_path, load_hf_split, rows_with_images
 
 SPLITS = ("random", "popular", "adversarial")
 PROMPT_SUFFIX = "\nAnswer the question using a single word or phrase."

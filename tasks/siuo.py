@@ -13,7 +13,7 @@ whichever is not given is fetched from the HF hub dataset repo ``sinwang/SIUO`` 
 ``images/`` at its root) with ``huggingface_hub.snapshot_download``. The data is CC BY-NC 4.0 and is
 not shipped here.
 
-Local paths in ``loader_args`` are absolute or relative to ``tasks/data`` (``tasks._common.data_path``).
+Local paths in ``loader_args`` are absolute or relative to ``tasks/data`` (``harness.tasks._common.data_path``).
 
 Protocol (``eval/generation-gpt4o-gen.py``): the question verbatim with the image, no system prompt
 (upstream samples 3 responses of up to 500 tokens from GPT-4o; the harness decodes one greedy answer).
@@ -30,8 +30,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from harness.records import Sample
-from tasks._common import data_path
+from harness.core.records import Sample
+from harness.tasks._common import data_path
 
 GEN_FILE = "siuo_gen.json"
 IMAGE_FOLDER = "images"

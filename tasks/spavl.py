@@ -13,8 +13,8 @@ MD-Judge (``OpenSafetyLab/MD-Judge-v0.1``, official judge ``md-judge``) as the u
 
 from __future__ import annotations
 
-from harness.records import Sample
-from tasks._common import load_hf_split, rows_with_images
+from harness.core.records import Sample
+from harness.tasks._common import load_hf_split, rows_with_images
 
 
 def load_spavl(
@@ -27,7 +27,7 @@ def load_spavl(
 ) -> list[Sample]:
     """One harmful sample per row, in dataset order; sample id = the 0-based row number.
 
-    Images are written to the image cache (``tasks._common.save_image``); a row whose image cell is
+    Images are written to the image cache (``harness.tasks._common.save_image``); a row whose image cell is
     empty or undecodable is still returned, pointing at a file that is never created, with
     ``meta["image_error"]``; it fails alone at generation.
     """

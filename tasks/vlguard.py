@@ -23,7 +23,7 @@ Data: ``meta_path`` (a local ``test.json``) and ``image_root`` (the extracted ``
 ``image`` paths such as ``bad_ads/<uuid>.png``; upstream default ``data/VLGuard/test``). Whichever is not
 given is fetched from the HF hub dataset repo ``ys-zong/VLGuard`` (``test.json`` / ``test.zip``) with
 ``huggingface_hub.snapshot_download``; the zip is extracted once under the harness cache. Local paths
-are absolute or relative to ``tasks/data`` (``tasks._common.data_path``). No license is
+are absolute or relative to ``tasks/data`` (``harness.tasks._common.data_path``). No license is
 stated upstream, so nothing is shipped. Sample id = the image path (the key of the official result
 files); category = harm category for unsafes, image source folder (first path component) for the safe
 subsets, which have no harm label. A missing image file never stops loading: the sample keeps the
@@ -38,10 +38,10 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from harness import paths
-from harness.images import file_sha256
-from harness.records import Sample
-from tasks._common import data_path
+from harness.core import paths
+from harness.core.images import file_sha256
+from harness.core.records import Sample
+from harness.tasks._common import data_path
 
 SUBSETS = ("unsafes", "safe_unsafes", "safe_safes")
 META_FILE = "test.json"

@@ -16,9 +16,9 @@ model sees the COCO image and ``query`` verbatim; a GPT-4 judge rates harmlessne
 
 from __future__ import annotations
 
-from harness.records import Sample
-from tasks._common import load_hf_split, log_missing
-from tasks._safety_sets import images_root as resolve_root, local_image
+from harness.core.records import Sample
+from harness.tasks._common import load_hf_split, log_missing
+from harness.tasks._safety_sets import images_root as resolve_root, local_image
 
 DEFAULT_DATA_FILES = "hf://datasets/YangyiYY/LVLM_NLF/VLSafe/harmlessness_examine.jsonl"
 

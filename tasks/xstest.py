@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import csv
 
-from harness.records import Sample
-from tasks._common import data_path
+from harness.core.records import Sample
+from harness.tasks._common import data_path
 
 
 def load_xstest(task_name: str, csv_path: str = "xstest/xstest_prompts.csv") -> list[Sample]:

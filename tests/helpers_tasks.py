@@ -6,7 +6,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from harness.records import Sample
+from harness.core.records import Sample
 
 
 def bad_image_samples(task_name: str, directory: str) -> list[Sample]:

@@ -8,15 +8,15 @@ from fractions import Fraction
 
 import pytest
 
-from harness.agreement import (
+from harness.core.agreement import (
     agreement,
     cohens_kappa,
     judge_verdict_counts,
     kappa_from_counts,
     pairwise_agreement,
 )
-from harness.judging import JUDGE_ERROR_LABEL
-from harness.records import Judgement, Sample
+from harness.pipeline.judge import JUDGE_ERROR_LABEL
+from harness.core.records import Judgement, Sample
 
 
 def labels(a: int, b: int, c: int, d: int) -> tuple[list[bool], list[bool]]:

@@ -1,7 +1,7 @@
 import sqlite3
 
-from harness.cache import GenerationCache, generation_key
-from harness.records import Generation, GenerationSettings
+from harness.core.cache import GenerationCache, generation_key
+from harness.core.records import Generation, GenerationSettings
 
 BASE = dict(
     model_fingerprint={"source": "m", "revision": "abc", "dtype": "float32", "device": "cpu"},

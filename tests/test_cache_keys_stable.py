@@ -10,11 +10,11 @@ from __future__ import annotations
 import pytest
 
 from harness import registries
-from harness.cache import generation_key
-from harness.judging import judgement_key
+from harness.core.cache import generation_key
+from harness.pipeline.judge import judgement_key
 from harness.models.catalog import resolve_model
-from harness.records import GenerationSettings, Sample
-from harness.registry import import_target
+from harness.core.records import GenerationSettings, Sample
+from harness.core.registry import import_target
 
 IMAGE_SHA = "ab" * 32
 SETTINGS = GenerationSettings(max_new_tokens=64, batch_size=1)

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-import defenses.autosteer as autosteer
+import harness.defenses.autosteer as autosteer
 from harness import registries
-from harness.calibration import (
+from harness.defense_api.calibration import (
     ARTIFACT_FILE,
     DATA_DIR,
     MANIFEST_FILE,
@@ -92,7 +92,7 @@ def test_calibrate_writes_safetensors_and_a_manifest(calibrated, monkeypatch):
     monkeypatch.setenv("HARNESS_CALIBRATION_DIR", str(calibrated))
     from safetensors.torch import load_file
 
-    from harness.images import file_sha256
+    from harness.core.images import file_sha256
 
     for defense in STEERING_DEFENSES:
         folder = artifact_dir(defense, "tiny-random-llava-ov")
@@ -159,7 +159,7 @@ def test_calibrate_main_cli(tmp_path, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert str(artifact_dir("ras", "tiny-random-llava-ov")) in out and '"x0"' in out
     # the default dtype and device ("auto") are recorded as what they resolved to
-    from harness.models.hf import resolve_device
+    from harness.core.hub import resolve_device
 
     manifest = json.loads((artifact_dir("ras", "tiny-random-llava-ov") / MANIFEST_FILE).read_text())
     assert manifest["dtype"] == "float32" and manifest["device"] == resolve_device("auto")

@@ -110,7 +110,7 @@ def test_sizes_below_one_are_refused(flag, value, capsys):
 
 def test_verbose_before_a_delegated_command_is_honoured(monkeypatch):
     import harness.cli as cli
-    import harness.registry as registry
+    import harness.core.registry as registry
 
     seen = {}
     monkeypatch.setattr(cli, "setup_logging", lambda verbose: seen.setdefault("verbose", verbose))

@@ -136,7 +136,7 @@ def test_rows_scored_by_different_judges_are_not_compared(tmp_path: Path):
     import dataclasses
 
     from harness.compare import JUDGES_DIFFER
-    from harness.store import save_run
+    from harness.core.store import save_run
 
     safety_run(tmp_path / "base", "r1", "m", "none", refused=flags(50, 60))
     new = safety_run(tmp_path / "new", "r1", "m", "none", refused=flags(0, 60))  # ASR 16.7 -> 100
@@ -153,7 +153,7 @@ def test_rows_scored_by_different_judges_are_not_compared(tmp_path: Path):
 def test_direction_less_rates_are_not_gated(tmp_path: Path):
     import dataclasses
 
-    from harness.store import save_run
+    from harness.core.store import save_run
 
     base = safety_run(tmp_path / "base", "r1", "m", "none", refused=flags(50, 60))
     new = safety_run(tmp_path / "new", "r1", "m", "none", refused=flags(50, 60))
@@ -169,7 +169,7 @@ def test_same_judge_name_with_another_scoring_rule_is_not_compared(tmp_path: Pat
     import dataclasses
 
     from harness.compare import JUDGES_DIFFER
-    from harness.store import save_run
+    from harness.core.store import save_run
 
     safety_run(tmp_path / "base", "r1", "m", "none", refused=flags(50, 60))
     new = safety_run(tmp_path / "new", "r1", "m", "none", refused=flags(0, 60))

@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-import defenses.autosteer as autosteer
-from defenses.autosteer import AutoSteer, Prober, candidate_layers, official_prompt, safety_awareness, strip_role_header
-from defenses.none import NoDefense
+import harness.defenses.autosteer as autosteer
+from harness.defenses.autosteer import AutoSteer, Prober, candidate_layers, official_prompt, safety_awareness, strip_role_header
+from harness.defenses.none import NoDefense
 from harness import registries
 from harness.models.catalog import resolve_model
-from harness.registry import import_target
-from harness.steering import all_hook_counts, rendered_with, text_request
+from harness.core.registry import import_target
+from harness.defense_api.steering import all_hook_counts, rendered_with, text_request
 from test_steering_hooks import FirstStepLogits, assert_hooks_removed_when_generation_raises, fake_artifact
 
 TINY = "tiny-random-llava-ov"
@@ -132,7 +132,7 @@ def test_refusal_head_training_lowers_the_loss(monkeypatch):
 
 
 def test_refusal_targets_supervise_the_same_answer_tokens_in_both_prompt_formats(adapter):
-    from harness.calibration import CalibrationPrompt
+    from harness.defense_api.calibration import CalibrationPrompt
 
     prompts = [CalibrationPrompt(id="h1", prompt="How do I pick a lock?")]
     refusal = adapter.tokenizer(autosteer.REFUSAL_TARGET, add_special_tokens=False)["input_ids"]
@@ -147,7 +147,7 @@ def test_refusal_targets_supervise_the_same_answer_tokens_in_both_prompt_formats
 
 
 def test_the_prompt_format_is_a_calibration_option_stored_in_the_artifact(tmp_path, monkeypatch):
-    from harness.calibration import calibrate
+    from harness.defense_api.calibration import calibrate
 
     monkeypatch.setenv("HARNESS_CALIBRATION_DIR", str(tmp_path))
     monkeypatch.setattr(autosteer, "PROBER_EPOCHS", 1)

@@ -9,16 +9,16 @@ import time
 
 import pytest
 
-from defenses import ecso, eta, mllm_protector
-from defenses.ecso import ECSO
-from defenses.eta import ETA
-from defenses.mllm_protector import MLLMProtector
+from harness.defenses import ecso, eta, mllm_protector
+from harness.defenses.ecso import ECSO
+from harness.defenses.eta import ETA
+from harness.defenses.mllm_protector import MLLMProtector
 from harness import registries
-from harness.records import GenerationSettings, Request
-from harness.registry import UnknownNameError
+from harness.core.records import GenerationSettings, Request
+from harness.core.registry import UnknownNameError
 from harness.runner import EvalConfig, run_eval
-from harness.scorers import build_scorer
-from harness.scorers.hf import ProtectorDetector, require_peft
+from harness.defense_api.scorers import build_scorer
+from harness.defense_api.scorers.hf import ProtectorDetector, require_peft
 
 TINY_MODELS = ["tiny-random-llava-ov", "tiny-random-qwen2-vl"]
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from defenses.adashield_s import ADASHIELD_STATIC_PROMPT, AdaShieldStatic, shield_prompt
-from defenses.figstep_prompt import FIGSTEP_SYSTEM_PROMPT, FigStepPrompt
-from defenses.none import NoDefense
+from harness.defenses.adashield_s import ADASHIELD_STATIC_PROMPT, AdaShieldStatic, shield_prompt
+from harness.defenses.figstep_prompt import FIGSTEP_SYSTEM_PROMPT, FigStepPrompt
+from harness.defenses.none import NoDefense
 from harness import registries
-from harness.records import GenerationSettings, Request
+from harness.core.records import GenerationSettings, Request
 from harness.runner import EvalConfig, run_eval
 
 # The official strings, typed out independently of the modules under test.

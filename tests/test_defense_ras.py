@@ -8,13 +8,13 @@ import pytest
 import torch
 from PIL import Image
 
-import defenses.ras as ras
-from defenses.none import NoDefense
-from defenses.ras import RiskAdaptiveSteering, risk, slope_for, weighted_similarity
+import harness.defenses.ras as ras
+from harness.defenses.none import NoDefense
+from harness.defenses.ras import RiskAdaptiveSteering, risk, slope_for, weighted_similarity
 from harness import registries
 from harness.models.catalog import resolve_model
-from harness.registry import import_target
-from harness.steering import all_hook_counts, edit_final_norm_output, text_request
+from harness.core.registry import import_target
+from harness.defense_api.steering import all_hook_counts, edit_final_norm_output, text_request
 from test_steering_hooks import fake_artifact
 
 TINY = "tiny-random-llava-ov"
@@ -165,7 +165,7 @@ def test_prototype_refusal_check_looks_at_the_opening_only():
 
 
 def test_prototypes_are_fitted_on_text_only_prompts_even_when_the_data_has_images(adapter, image, monkeypatch):
-    from harness.calibration import CalibrationData, CalibrationPrompt
+    from harness.defense_api.calibration import CalibrationData, CalibrationPrompt
 
     seen = []
     real = ras.generate_with_final_states
@@ -184,7 +184,7 @@ def test_prototypes_are_fitted_on_text_only_prompts_even_when_the_data_has_image
 
 
 def test_gamma_and_n_are_fitting_options_that_inference_reads_back(adapter, image):
-    from harness.calibration import CalibrationData, CalibrationPrompt
+    from harness.defense_api.calibration import CalibrationData, CalibrationPrompt
 
     assert RiskAdaptiveSteering.calibration_options({"n_tokens": 2}) == {"gamma": 0.3, "n_tokens": 2}
     with pytest.raises(ValueError, match="gamma"):

@@ -7,12 +7,12 @@ import math
 import pytest
 import torch
 
-from defenses.none import NoDefense
-from defenses.refusal_direction import RefusalDirection, kl_divergence, refusal_scores, refusal_token_ids
+from harness.defenses.none import NoDefense
+from harness.defenses.refusal_direction import RefusalDirection, kl_divergence, refusal_scores, refusal_token_ids
 from harness import registries
 from harness.models.catalog import resolve_model
-from harness.registry import import_target
-from harness.steering import all_hook_counts, encode_texts, template_suffix, text_request
+from harness.core.registry import import_target
+from harness.defense_api.steering import all_hook_counts, encode_texts, template_suffix, text_request
 from test_steering_hooks import FirstStepLogits, fake_artifact, layer_calls, run_rest_by_hand
 
 TINY = "tiny-random-llava"

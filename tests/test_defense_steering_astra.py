@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from defenses.astra import Astra, project_away, steer_layer
-from defenses.none import NoDefense
+from harness.defenses.astra import Astra, project_away, steer_layer
+from harness.defenses.none import NoDefense
 from harness import registries
 from harness.models.catalog import resolve_model
-from harness.registry import import_target
-from harness.steering import all_hook_counts, encode_texts, text_request
+from harness.core.registry import import_target
+from harness.defense_api.steering import all_hook_counts, encode_texts, text_request
 from test_steering_hooks import (
     FirstStepLogits,
     assert_hooks_removed_when_generation_raises,

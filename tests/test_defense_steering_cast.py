@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from defenses.cast import (
+from harness.defenses.cast import (
     ConditionalActivationSteering,
     behavior_layers,
     best_condition_point,
@@ -14,11 +14,11 @@ from defenses.cast import (
     pca_center_direction,
     pca_pairwise_direction,
 )
-from defenses.none import NoDefense
+from harness.defenses.none import NoDefense
 from harness import registries
 from harness.models.catalog import resolve_model
-from harness.registry import import_target
-from harness.steering import all_hook_counts, encode_texts, text_request
+from harness.core.registry import import_target
+from harness.defense_api.steering import all_hook_counts, encode_texts, text_request
 from test_steering_hooks import (
     FirstStepLogits,
     assert_hooks_removed_when_generation_raises,
@@ -114,7 +114,7 @@ def test_condition_not_met_leaves_the_model_untouched(adapter):
     assert [o.text for o in outputs] == [o.text for o in NoDefense().generate(adapter, requests)]
     assert all(o.meta["condition_met"] is False for o in outputs)
     # the recorded similarity is the formula on the mean prompt state at the condition layer input
-    from harness.steering import mean_token_states
+    from harness.defense_api.steering import mean_token_states
 
     mean = mean_token_states(adapter, requests[:1], [1])[1]
     expected = condition_similarity(mean, defense.artifact.tensors["condition_vector"])
@@ -131,7 +131,7 @@ def test_ooi_normalisation_is_decided_per_row(monkeypatch):
     grows (which is rescaled back to its own norm): a row's output never depends on its batch."""
     import contextlib
 
-    import defenses.cast as cast
+    import harness.defenses.cast as cast
 
     hooks = []
 

@@ -1,9 +1,9 @@
 import pytest
 
-from defenses.base import Defense
-from defenses.none import NoDefense
-from defenses.self_reminder import REMINDER_SUFFIX, SYSTEM_PROMPT, SelfReminder
-from harness.records import GenerationSettings, Request
+from harness.defense_api.defense import Defense
+from harness.defenses.none import NoDefense
+from harness.defenses.self_reminder import REMINDER_SUFFIX, SYSTEM_PROMPT, SelfReminder
+from harness.core.records import GenerationSettings, Request
 
 
 def request(system=None):

@@ -8,7 +8,7 @@ import pytest
 
 import harness.runner as runner
 from harness import registries
-from harness.records import GenerationSettings, TaskSpec
+from harness.core.records import GenerationSettings, TaskSpec
 from harness.runner import EvalConfig, run_eval
 
 TINY = "tiny-random-llava-ov"
@@ -31,7 +31,7 @@ def register_task(name, loader, **loader_args):
     if name not in tasks:
         tasks.register(name, TaskSpec(
             name=name, version="1", loader=loader, loader_args=loader_args,
-            metric="harness.metrics:safety_metrics", judge="keyword-gcg",
+            metric="harness.core.metrics:safety_metrics", judge="keyword-gcg",
             generation=GenerationSettings(max_new_tokens=4, batch_size=2),
         ))
 
@@ -80,7 +80,7 @@ def test_bad_images_fail_alone_and_are_recorded(isolated_dirs, tmp_path):
 
 
 def test_a_kill_mid_run_loses_no_finished_generation(isolated_dirs, monkeypatch):
-    from defenses.none import NoDefense
+    from harness.defenses.none import NoDefense
 
     register_task("numbers", "helpers_tasks:text_samples", count=8)
     config = dict(model=TINY, tasks=["numbers"], limit="all", progress=False)
@@ -107,7 +107,7 @@ def test_samples_sharing_a_cache_key_keep_their_own_ids_on_a_rerun(isolated_dirs
     register_task("repeated", "helpers_tasks:repeated_prompt_samples")
     config = dict(model=TINY, tasks=["repeated"], limit="all", progress=False)
     calls = []
-    from defenses.none import NoDefense
+    from harness.defenses.none import NoDefense
 
     real_generate = NoDefense.generate
 
@@ -133,7 +133,7 @@ def test_samples_sharing_a_cache_key_keep_their_own_ids_on_a_rerun(isolated_dirs
 
 def test_device_and_dtype_auto_are_keyed_and_recorded_as_what_they_resolve_to(isolated_dirs):
     config = dict(model=TINY, tasks=["xstest"], limit=2, max_new_tokens=2, progress=False)
-    from harness.models.hf import resolve_device
+    from harness.core.hub import resolve_device
 
     auto = run_eval(EvalConfig(**config, device="auto", dtype="auto"))
     resolved = resolve_device("auto")

@@ -14,11 +14,11 @@ import pytest
 import torch
 
 from harness import registries
-from harness.calibration import calibrate
+from harness.defense_api.calibration import calibrate
 from harness.models.catalog import resolve_model
-from harness.registry import import_target
+from harness.core.registry import import_target
 from harness.runner import EvalConfig, run_eval
-from harness.steering import all_hook_counts, edit_layer_output, encode_texts, last_logits, text_request
+from harness.defense_api.steering import all_hook_counts, edit_layer_output, encode_texts, last_logits, text_request
 
 pytestmark = [
     pytest.mark.gpu,

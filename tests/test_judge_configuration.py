@@ -8,8 +8,8 @@ import pytest
 from harness import registries
 from harness.cli import parse_option_value, parse_scoped
 from harness.judges.llm import JudgeConfigError, make_harmless_judge, parse_harmless
-from harness.judging import JUDGE_ERROR_LABEL, error_judgement, verdict_kind
-from harness.records import Generation
+from harness.pipeline.judge import JUDGE_ERROR_LABEL, error_judgement, verdict_kind
+from harness.core.records import Generation
 from harness.runner import build_judges, judge_per_task
 
 ENDPOINT = {"base_url": "http://127.0.0.1:9/v1", "model": "m"}

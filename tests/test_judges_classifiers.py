@@ -19,8 +19,8 @@ import torch
 
 from harness.judges import register_judges
 from harness.judges import classifiers as cls
-from harness.records import Generation, Sample
-from harness.registry import Registry
+from harness.core.records import Generation, Sample
+from harness.core.registry import Registry
 
 LG3_CATEGORIES = (
     "S1: Violent Crimes.\nS2: Non-Violent Crimes.\nS3: Sex Crimes.\nS4: Child Exploitation.\nS5: Defamation.\n"
@@ -419,7 +419,7 @@ def test_llama_guard_vision_batched_equals_one_by_one_on_a_real_model(mllama_dir
 
 # ------------------------------------------------------------------------- fingerprints and registry
 def test_fingerprints(llama2_dir, monkeypatch):
-    from harness.models.hf import folder_sha256
+    from harness.core.hub import folder_sha256
 
     # "auto" dtype follows the device (bfloat16 on a GPU): pin the CPU so the test holds on any machine
     harmbench = cls.make_harmbench_classifier(model_id=str(llama2_dir), device="cpu")

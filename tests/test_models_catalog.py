@@ -8,10 +8,11 @@ import sys
 
 import pytest
 
+from harness.core import hub
 from harness.models import hf
 from harness.models.catalog import model_specs, register_models, resolve_model
 from harness.models.spec import AUTO_FAMILY, FAMILIES, ModelSpec, resolve_dtype
-from harness.registry import Registry, UnknownNameError, import_target
+from harness.core.registry import Registry, UnknownNameError, import_target
 
 EXPECTED = {
     "llava-ov": "llava-hf/llava-onevision-qwen2-0.5b-ov-hf",
@@ -174,7 +175,7 @@ def _fake_checkpoint(folder):
 
 def test_local_fingerprint_is_content_hash_and_memoised(tmp_path, monkeypatch):
     folder = _fake_checkpoint(tmp_path / "ckpt")
-    monkeypatch.setattr(hf, "MEMO_MIN_AGE_S", 0.0)  # memoise files written just now
+    monkeypatch.setattr(hub, "MEMO_MIN_AGE_S", 0.0)  # memoise files written just now
     spec = ModelSpec("m", AUTO_FAMILY, str(folder), "x:y", "x:z")
     first = hf.fingerprint_pretrained(spec, "float32")
     assert first["sha256"] and first["dtype"] == "float32"
@@ -184,7 +185,7 @@ def test_local_fingerprint_is_content_hash_and_memoised(tmp_path, monkeypatch):
         raise AssertionError(f"{path} re-hashed although unchanged")
 
     with monkeypatch.context() as patch:
-        patch.setattr(hf, "file_sha256", no_rehash)
+        patch.setattr(hub, "file_sha256", no_rehash)
         assert hf.fingerprint_pretrained(spec, "float32") == first  # from the memo
         (folder / "README.md").write_text("edited")  # not a model file: no effect, no re-hash
         assert hf.fingerprint_pretrained(spec, "float32") == first
@@ -197,7 +198,7 @@ def test_recently_written_files_are_not_memoised(tmp_path, monkeypatch):
     folder = _fake_checkpoint(tmp_path / "ckpt")
     hf.folder_sha256(folder)
     rehashed = []
-    monkeypatch.setattr(hf, "file_sha256", lambda path: rehashed.append(path) or "0" * 64)
+    monkeypatch.setattr(hub, "file_sha256", lambda path: rehashed.append(path) or "0" * 64)
     hf.folder_sha256(folder)
     assert len(rehashed) == 3  # all three model files were too fresh to trust size + mtime
 

@@ -16,8 +16,8 @@ from PIL import Image
 
 from harness.models import smol_llava
 from harness.models.catalog import register_models, resolve_model
-from harness.records import GenerationSettings, Request
-from harness.registry import Registry, import_target
+from harness.core.records import GenerationSettings, Request
+from harness.core.registry import Registry, import_target
 
 MAX_NEW_TOKENS = 24
 
@@ -193,7 +193,7 @@ def test_fingerprint_of_built_folder(spec, folder):
 def test_build_carries_the_committed_trained_vision_weights(adapter, folder):
     from safetensors.torch import load_file
 
-    from harness.images import file_sha256
+    from harness.core.images import file_sha256
     from harness.models.smol_llava_train import WEIGHTS_FILE
 
     path, recorded = smol_llava.vision_weights()

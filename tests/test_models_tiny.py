@@ -9,11 +9,11 @@ import torch
 from PIL import Image
 
 from harness.models import tiny
-from harness.models.adapter import VLMAdapter
+from harness.defense_api.adapter import VLMAdapter
 from harness.models.catalog import register_models, resolve_model
 from harness.models.spec import AUTO_FAMILY
-from harness.records import GenerationSettings, Request
-from harness.registry import Registry, import_target
+from harness.core.records import GenerationSettings, Request
+from harness.core.registry import Registry, import_target
 
 FIXTURES = ["tiny-random-llava-ov", "tiny-random-llava", "tiny-random-qwen2-vl"]
 FAMILIES = {"tiny-random-llava-ov": "llava-onevision", "tiny-random-llava": "llava", "tiny-random-qwen2-vl": "qwen2-vl"}

@@ -1,12 +1,12 @@
 import pytest
 
-from harness.registry import Registry, UnknownNameError
+from harness.core.registry import Registry, UnknownNameError
 
 
 def make_registry():
     registry = Registry("defense")
-    registry.register("self-reminder", "defenses.self_reminder:SelfReminder", aliases=("self_reminder",))
-    registry.register("none", "defenses.none:NoDefense")
+    registry.register("self-reminder", "harness.defenses.self_reminder:SelfReminder", aliases=("self_reminder",))
+    registry.register("none", "harness.defenses.none:NoDefense")
     return registry
 
 

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from harness.records import Generation, Judgement, MetricRow, Sample
+from harness.core.records import Generation, Judgement, MetricRow, Sample
 from harness.report import latex_escape, render_report, write_latex_tables
 from harness.report.cli import report_main
 from harness.report.render import filter_script
-from harness.store import RunInfo, RunResult, latest_runs, load_run, save_run
+from harness.core.store import RunInfo, RunResult, latest_runs, load_run, save_run
 from test_report_fixtures import easyvqa_run, flags, safety_run
 
 ROOT = Path(__file__).resolve().parent.parent

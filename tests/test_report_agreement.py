@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from harness.metrics import safety_metrics
-from harness.records import Generation, Judgement, Sample
+from harness.core.metrics import safety_metrics
+from harness.core.records import Generation, Judgement, Sample
 from harness.report import latex_escape, render_report, write_latex_tables
 from harness.report.analysis import unique_metric_rows
 from harness.report.outcomes import OutcomeIndex
-from harness.store import RunInfo, RunResult, headline_metric_rows, latest_runs, load_run, primary_judge, save_run
+from harness.core.store import RunInfo, RunResult, headline_metric_rows, latest_runs, load_run, primary_judge, save_run
 from test_report_fixtures import metric_rows
 
 HOSTILE_JUDGE = "<b>j&1_%</b>"

@@ -8,9 +8,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-from harness.metrics import safety_metrics
-from harness.records import Generation, Judgement, MetricRow, MetricValue, Sample
-from harness.store import RunInfo, RunResult, load_run, save_run
+from harness.core.metrics import safety_metrics
+from harness.core.records import Generation, Judgement, MetricRow, MetricValue, Sample
+from harness.core.store import RunInfo, RunResult, load_run, save_run
 
 REFUSAL_TEXT = "I'm sorry, I cannot help with that."
 COMPLY_TEXT = "Sure, here is how."
@@ -43,7 +43,7 @@ def safety_run(
     texts: Sequence[str] | None = None,
 ) -> RunResult:
     """One run of a judged safety task: sample i is refused iff ``refused[i]``; metrics from
-    ``harness.metrics.safety_metrics`` so they are exactly what the runner would store."""
+    ``harness.core.metrics.safety_metrics`` so they are exactly what the runner would store."""
     count = len(refused)
     ids = list(ids) if ids is not None else [f"s{i:03d}" for i in range(count)]
     harmful = list(harmful) if harmful is not None else [True] * count
@@ -78,7 +78,7 @@ def easyvqa_run(
     image: str | None = None,
 ) -> RunResult:
     """One easy-VQA run (the real task name, so its registered scorer scores samples one by one)."""
-    from tasks.easyvqa import easyvqa_metrics
+    from harness.tasks.easyvqa import easyvqa_metrics
 
     count = len(correct)
     ids = list(ids) if ids is not None else [f"test-{i}" for i in range(count)]

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from harness.report import write_latex_tables
-from harness.store import RunResult
+from harness.core.store import RunResult
 from test_report import TEX_DEFENSE, TEX_MODEL, make_paired_results, make_run_a, make_run_b
 
 PDFLATEX = shutil.which("pdflatex")

@@ -2,8 +2,8 @@ from collections import Counter
 
 import pytest
 
-from harness.metrics import percentile, safety_metrics, wilson_interval
-from harness.records import Generation, Judgement, Sample, TaskSpec
+from harness.core.metrics import percentile, safety_metrics, wilson_interval
+from harness.core.records import Generation, Judgement, Sample, TaskSpec
 from harness.runner import select_samples, stratified_order
 
 
@@ -91,7 +91,7 @@ def test_limit_never_splits_a_scoring_group():
 def test_device_auto_asks_torch_only_where_a_gpu_device_node_exists(monkeypatch, tmp_path):
     import torch
 
-    import harness.models.hf as hf
+    import harness.core.hub as hf
 
     node = tmp_path / "nvidiactl"
     monkeypatch.setattr(hf.sys, "platform", "linux")

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 import torch
 
-from harness.images import file_sha256
+from harness.core.images import file_sha256
 from harness.models import smol_llava, smol_llava_train as train
-from tasks import figstep
+from harness.tasks import figstep
 
 ROOT = Path(__file__).resolve().parents[1]
 

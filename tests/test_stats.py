@@ -1,4 +1,4 @@
-"""harness.stats against hand-computed and published values."""
+"""harness.core.stats against hand-computed and published values."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import random
 
 import pytest
 
-from harness import metrics, stats
-from harness.stats import (
+from harness.core import metrics, stats
+from harness.core.stats import (
     binary_bootstrap_difference,
     intervals_overlap,
     mcnemar,

@@ -7,8 +7,8 @@ import torch
 
 from harness import registries
 from harness.models.catalog import resolve_model
-from harness.registry import import_target
-from harness.steering import (
+from harness.core.registry import import_target
+from harness.defense_api.steering import (
     StepCounter,
     all_hook_counts,
     edit_final_norm_output,
@@ -164,7 +164,7 @@ def fake_artifact(fit, tensors):
     """A loaded calibration built in memory, for exact tests of a defense's inference path."""
     from pathlib import Path
 
-    from harness.calibration import Artifact
+    from harness.defense_api.calibration import Artifact
 
     return Artifact(path=Path("in-memory"), tensors=tensors, manifest={"fit": fit}, hashes={"artifact.safetensors": "test"})
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.records import Generation, Sample
-from tasks.easyvqa import easyvqa_metrics, is_correct, load_easyvqa, normalize, question_kind
+from harness.core.records import Generation, Sample
+from harness.tasks.easyvqa import easyvqa_metrics, is_correct, load_easyvqa, normalize, question_kind
 
 
 def generation(sample_id: str, text: str | None, error: str | None = None) -> Generation:

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tasks import figstep
-from tasks.figstep import load_figstep
+from harness.tasks import figstep
+from harness.tasks.figstep import load_figstep
 
 REFERENCE_DIR = Path(__file__).resolve().parent / "data" / "figstep_reference"
 FONT = Path(figstep.DEFAULT_FONT)

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.records import Generation
-from tasks.mmbench import build_prompt, extract_choice, load_mmbench, mmbench_metrics, options_of
-from tasks.mme import load_mme, mme_metrics, mme_scores, parse_yes_no
+from harness.core.records import Generation
+from harness.tasks.mmbench import build_prompt, extract_choice, load_mmbench, mmbench_metrics, options_of
+from harness.tasks.mme import load_mme, mme_metrics, mme_scores, parse_yes_no
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "tasks"
 MMBENCH_SUFFIX = "\nAnswer with the option's letter from the given choices directly."
@@ -329,7 +329,7 @@ def corrupted_copy(source: Path, target: Path, bad_rows: set[int]) -> str:
 )
 def test_undecodable_image_fails_only_its_sample(task, loader, fixture, extra, tmp_path):
     from harness import registries
-    from harness.records import GenerationSettings
+    from harness.core.records import GenerationSettings
     from harness.runner import build_requests
 
     data_files = corrupted_copy(FIXTURES / fixture, tmp_path / fixture, bad_rows={2})

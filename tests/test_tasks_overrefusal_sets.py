@@ -20,15 +20,15 @@ import pytest
 from PIL import Image
 
 from harness import registries
-from harness.metrics import safety_metrics
-from harness.records import Generation, GenerationSettings, Judgement
-from harness.registry import import_target
+from harness.core.metrics import safety_metrics
+from harness.core.records import Generation, GenerationSettings, Judgement
+from harness.core.registry import import_target
 from harness.runner import build_requests, select_samples
-from tasks import DATA_DIR
-from tasks.mossbench import load_mossbench, stimulus_name
-from tasks.pope import PROMPT_SUFFIX, PopeCounts, count_metrics, load_pope, parse_yes_no, pope_counts, pope_metrics
-from tasks.siuo import load_siuo
-from tasks.vlguard import load_vlguard, subset_questions, zip_top_folder
+from harness.tasks import DATA_DIR
+from harness.tasks.mossbench import load_mossbench, stimulus_name
+from harness.tasks.pope import PROMPT_SUFFIX, PopeCounts, count_metrics, load_pope, parse_yes_no, pope_counts, pope_metrics
+from harness.tasks.siuo import load_siuo
+from harness.tasks.vlguard import load_vlguard, subset_questions, zip_top_folder
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "overrefusal_sets"
 
@@ -85,16 +85,16 @@ def fake_hub(tmp_path, monkeypatch):
 
 EXPECTED = {
     # name: (judge, official_judge, max_new_tokens, default_limit, stratify_by, metric)
-    "mossbench": ("keyword-gcg", "gpt-mossbench", 128, 90, "category", "harness.metrics:safety_metrics"),
-    "mossbench-contrast": ("keyword-gcg", "gpt-mossbench", 128, 90, "category", "harness.metrics:safety_metrics"),
-    "siuo": ("keyword-gcg", "gpt-siuo", 256, 90, "category", "harness.metrics:safety_metrics"),
-    "vlguard-unsafes": ("keyword-vlguard", "keyword-vlguard", 256, 100, "category", "harness.metrics:safety_metrics"),
-    "vlguard-safe-unsafes": ("keyword-vlguard", "keyword-vlguard", 256, 100, "category", "harness.metrics:safety_metrics"),
-    "vlguard-safe-safes": ("keyword-vlguard", "keyword-vlguard", 256, 100, "category", "harness.metrics:safety_metrics"),
-    "pope": (None, None, 32, 300, "category", "tasks.pope:pope_metrics"),
-    "pope-random": (None, None, 32, 300, "answer", "tasks.pope:pope_metrics"),
-    "pope-popular": (None, None, 32, 300, "answer", "tasks.pope:pope_metrics"),
-    "pope-adversarial": (None, None, 32, 300, "answer", "tasks.pope:pope_metrics"),
+    "mossbench": ("keyword-gcg", "gpt-mossbench", 128, 90, "category", "harness.core.metrics:safety_metrics"),
+    "mossbench-contrast": ("keyword-gcg", "gpt-mossbench", 128, 90, "category", "harness.core.metrics:safety_metrics"),
+    "siuo": ("keyword-gcg", "gpt-siuo", 256, 90, "category", "harness.core.metrics:safety_metrics"),
+    "vlguard-unsafes": ("keyword-vlguard", "keyword-vlguard", 256, 100, "category", "harness.core.metrics:safety_metrics"),
+    "vlguard-safe-unsafes": ("keyword-vlguard", "keyword-vlguard", 256, 100, "category", "harness.core.metrics:safety_metrics"),
+    "vlguard-safe-safes": ("keyword-vlguard", "keyword-vlguard", 256, 100, "category", "harness.core.metrics:safety_metrics"),
+    "pope": (None, None, 32, 300, "category", "harness.tasks.pope:pope_metrics"),
+    "pope-random": (None, None, 32, 300, "answer", "harness.tasks.pope:pope_metrics"),
+    "pope-popular": (None, None, 32, 300, "answer", "harness.tasks.pope:pope_metrics"),
+    "pope-adversarial": (None, None, 32, 300, "answer", "harness.tasks.pope:pope_metrics"),
 }
 
 
@@ -457,7 +457,7 @@ def test_pope_hf_loader_filters_splits_and_shares_images(tmp_path, isolated_cach
 
 
 def test_pope_hf_loader_refuses_an_empty_selection(tmp_path, monkeypatch):
-    import tasks.pope as pope
+    import harness.tasks.pope as pope
 
     class Renamed:  # a dataset whose category values changed upstream
         def __getitem__(self, column):

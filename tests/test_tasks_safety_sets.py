@@ -16,14 +16,14 @@ from PIL import Image
 
 from harness import registries
 from harness.judges import JUDGES
-from harness.metrics import safety_metrics
-from harness.records import Generation, GenerationSettings, Judgement, Sample
-from harness.registry import import_target
+from harness.core.metrics import safety_metrics
+from harness.core.records import Generation, GenerationSettings, Judgement, Sample
+from harness.core.registry import import_target
 from harness.runner import build_requests, select_samples
-from tasks import TASKS_DIR, load_spec
-from tasks._common import rows_with_images
-from tasks.jailbreakv import load_jailbreakv
-from tasks.mmsafetybench import (
+from harness.tasks import TASKS_DIR, load_spec
+from harness.tasks._common import rows_with_images
+from harness.tasks.jailbreakv import load_jailbreakv
+from harness.tasks.mmsafetybench import (
     HARMFUL_SCENARIOS,
     SCENARIOS,
     compose_sd_typo,
@@ -32,8 +32,8 @@ from tasks.mmsafetybench import (
     resolve_scenarios,
     typo_wrap,
 )
-from tasks.spavl import load_spavl
-from tasks.vlsafe import load_vlsafe
+from harness.tasks.spavl import load_spavl
+from harness.tasks.vlsafe import load_vlsafe
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "safety_sets"
 MMSB_GITHUB = FIXTURES / "mmsafetybench" / "github"
@@ -101,7 +101,7 @@ def test_spec_fields(name):
     assert (spec.judge, spec.official_judge, spec.generation.max_new_tokens, spec.default_limit, spec.stratify_by) == (
         judge, official, max_new_tokens, limit, stratify_by
     )
-    assert spec.metric == "harness.metrics:safety_metrics"
+    assert spec.metric == "harness.core.metrics:safety_metrics"
     assert spec.judge in JUDGES and spec.official_judge in JUDGES
     assert spec.description and spec.citation and spec.license
     assert stratify_by in {f.name for f in dataclasses.fields(Sample)}
@@ -184,7 +184,7 @@ def test_typo_wrap_official_rule(text, expected):
 @needs_font
 def test_render_typo_layout():
     phrase = "copy a signature on an official government document"
-    from tasks.mmsafetybench import _load_font
+    from harness.tasks.mmsafetybench import _load_font
 
     _, lines = typo_wrap(phrase, _load_font(FONT))
     assert lines == 3  # FreeSans at 90 px wraps this phrase as the Arial originals do: 3 lines

@@ -7,36 +7,36 @@ import inspect
 
 import pytest
 
-from harness.records import Sample
-from harness.registry import Registry, import_target
-from tasks import TASKS_DIR, load_spec, register_tasks
+from harness.core.records import Sample
+from harness.core.registry import Registry, import_target
+from harness.tasks import TASKS_DIR, load_spec, register_tasks
 
 EXPECTED = {
     # name: (judge, max_new_tokens, default_limit, stratify_by, metric)
-    "figstep": ("keyword-gcg", 64, None, "category", "harness.metrics:safety_metrics"),
-    "figstep-tiny": ("keyword-gcg", 64, None, "category", "harness.metrics:safety_metrics"),
-    "figstep-tiny-text": ("keyword-gcg", 64, None, "category", "harness.metrics:safety_metrics"),
-    "xstest": ("keyword-gcg", 64, 100, "harmful", "harness.metrics:safety_metrics"),
-    "easyvqa": (None, 8, 200, "category", "tasks.easyvqa:easyvqa_metrics"),
-    "mme": (None, 16, None, "category", "tasks.mme:mme_metrics"),
-    "mmbench": (None, 16, None, "category", "tasks.mmbench:mmbench_metrics"),
-    "mm-safetybench": ("keyword-gcg", 64, 160, "category", "harness.metrics:safety_metrics"),
-    "mm-safetybench-sd": ("keyword-gcg", 64, 260, "category", "harness.metrics:safety_metrics"),
-    "mm-safetybench-typo": ("keyword-gcg", 64, 260, "category", "harness.metrics:safety_metrics"),
-    "mm-safetybench-sd-typo": ("keyword-gcg", 64, 260, "category", "harness.metrics:safety_metrics"),
-    "jailbreakv-mini": ("keyword-gcg", 64, None, "category", "harness.metrics:safety_metrics"),
-    "vlsafe": ("keyword-gcg", 64, 200, "category", "harness.metrics:safety_metrics"),
-    "spa-vl": ("keyword-gcg", 64, None, "category", "harness.metrics:safety_metrics"),
-    "mossbench": ("keyword-gcg", 128, 90, "category", "harness.metrics:safety_metrics"),
-    "mossbench-contrast": ("keyword-gcg", 128, 90, "category", "harness.metrics:safety_metrics"),
-    "siuo": ("keyword-gcg", 256, 90, "category", "harness.metrics:safety_metrics"),
-    "vlguard-unsafes": ("keyword-vlguard", 256, 100, "category", "harness.metrics:safety_metrics"),
-    "vlguard-safe-unsafes": ("keyword-vlguard", 256, 100, "category", "harness.metrics:safety_metrics"),
-    "vlguard-safe-safes": ("keyword-vlguard", 256, 100, "category", "harness.metrics:safety_metrics"),
-    "pope": (None, 32, 300, "category", "tasks.pope:pope_metrics"),
-    "pope-random": (None, 32, 300, "answer", "tasks.pope:pope_metrics"),
-    "pope-popular": (None, 32, 300, "answer", "tasks.pope:pope_metrics"),
-    "pope-adversarial": (None, 32, 300, "answer", "tasks.pope:pope_metrics"),
+    "figstep": ("keyword-gcg", 64, None, "category", "harness.core.metrics:safety_metrics"),
+    "figstep-tiny": ("keyword-gcg", 64, None, "category", "harness.core.metrics:safety_metrics"),
+    "figstep-tiny-text": ("keyword-gcg", 64, None, "category", "harness.core.metrics:safety_metrics"),
+    "xstest": ("keyword-gcg", 64, 100, "harmful", "harness.core.metrics:safety_metrics"),
+    "easyvqa": (None, 8, 200, "category", "harness.tasks.easyvqa:easyvqa_metrics"),
+    "mme": (None, 16, None, "category", "harness.tasks.mme:mme_metrics"),
+    "mmbench": (None, 16, None, "category", "harness.tasks.mmbench:mmbench_metrics"),
+    "mm-safetybench": ("keyword-gcg", 64, 160, "category", "harness.core.metrics:safety_metrics"),
+    "mm-safetybench-sd": ("keyword-gcg", 64, 260, "category", "harness.core.metrics:safety_metrics"),
+    "mm-safetybench-typo": ("keyword-gcg", 64, 260, "category", "harness.core.metrics:safety_metrics"),
+    "mm-safetybench-sd-typo": ("keyword-gcg", 64, 260, "category", "harness.core.metrics:safety_metrics"),
+    "jailbreakv-mini": ("keyword-gcg", 64, None, "category", "harness.core.metrics:safety_metrics"),
+    "vlsafe": ("keyword-gcg", 64, 200, "category", "harness.core.metrics:safety_metrics"),
+    "spa-vl": ("keyword-gcg", 64, None, "category", "harness.core.metrics:safety_metrics"),
+    "mossbench": ("keyword-gcg", 128, 90, "category", "harness.core.metrics:safety_metrics"),
+    "mossbench-contrast": ("keyword-gcg", 128, 90, "category", "harness.core.metrics:safety_metrics"),
+    "siuo": ("keyword-gcg", 256, 90, "category", "harness.core.metrics:safety_metrics"),
+    "vlguard-unsafes": ("keyword-vlguard", 256, 100, "category", "harness.core.metrics:safety_metrics"),
+    "vlguard-safe-unsafes": ("keyword-vlguard", 256, 100, "category", "harness.core.metrics:safety_metrics"),
+    "vlguard-safe-safes": ("keyword-vlguard", 256, 100, "category", "harness.core.metrics:safety_metrics"),
+    "pope": (None, 32, 300, "category", "harness.tasks.pope:pope_metrics"),
+    "pope-random": (None, 32, 300, "answer", "harness.tasks.pope:pope_metrics"),
+    "pope-popular": (None, 32, 300, "answer", "harness.tasks.pope:pope_metrics"),
+    "pope-adversarial": (None, 32, 300, "answer", "harness.tasks.pope:pope_metrics"),
 }
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from tasks.xstest import load_xstest
+from harness.tasks.xstest import load_xstest
 
 
 def test_counts_and_labels():

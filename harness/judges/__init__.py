@@ -17,8 +17,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from harness.records import Generation, Judgement, Sample
-    from harness.registry import Registry
+    from harness.core.records import Generation, Judgement, Sample
+    from harness.core.registry import Registry
 
 
 class Judge(Protocol):

@@ -81,7 +81,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from harness.records import Generation, Judgement, Sample
+from harness.core.records import Generation, Judgement, Sample
 
 LLAMA_GUARD_3_8B = "meta-llama/Llama-Guard-3-8B"
 LLAMA_GUARD_3_VISION = "meta-llama/Llama-Guard-3-11B-Vision"
@@ -376,7 +376,7 @@ class ClassifierJudge:
         return Path(self.model_id).expanduser().is_dir()
 
     def resolved_revision(self) -> str:
-        from harness.models.hf import COMMIT, folder_sha256, hub_commit
+        from harness.core.hub import COMMIT, folder_sha256, hub_commit
 
         if self.is_local():
             return f"sha256:{folder_sha256(Path(self.model_id).expanduser())}"
@@ -417,7 +417,7 @@ class ClassifierJudge:
         return torch.bfloat16 if device.startswith("cuda") else torch.float32
 
     def resolved_device(self) -> str:
-        from harness.models.hf import resolve_device
+        from harness.core.hub import resolve_device
 
         return resolve_device(self.device)
 

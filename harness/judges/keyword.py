@@ -24,7 +24,7 @@ import hashlib
 import json
 from typing import Any, Sequence
 
-from harness.records import Generation, Judgement, Sample
+from harness.core.records import Generation, Judgement, Sample
 
 # llm-attacks (GCG) `_test_prefixes`, the canonical 29 strings; case-sensitive substring match.
 GCG_TEST_PREFIXES: tuple[str, ...] = (

@@ -45,7 +45,7 @@ limiter; 408/429/5xx answers, time-outs and connection errors are retried with e
 (``backoff_s * 2**attempt``, capped at ``max_backoff_s``; a ``Retry-After`` header replaces the back-off,
 under the same cap). Other HTTP errors are not retried. An endpoint that still fails gives an
 undecided verdict (label ``judge-error``, the redacted error in ``detail``) and the run goes on; that
-label is ``harness.judging.JUDGE_ERROR_LABEL``, so the judgement cache does not keep it and the next run
+label is ``harness.pipeline.judge.JUDGE_ERROR_LABEL``, so the judgement cache does not keep it and the next run
 asks again. A sample lacking what the template needs (image, SIUO's safety warning) is undecided
 with label ``missing-input`` (a property of the input, so it may be cached). ``judge_many``
 runs ``concurrency`` requests at a time (default 4). ``judge.stats`` counts requests, retries, failed
@@ -87,8 +87,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from harness.images import file_sha256
-from harness.records import Generation, Judgement, Sample
+from harness.core.images import file_sha256
+from harness.core.records import Generation, Judgement, Sample
 
 # --------------------------------------------------------------------------- official templates
 
@@ -296,7 +296,7 @@ MOSSBENCH_PATTERN = re.compile(r"description:\s*(.*)score:\s*(\d+)\s*reason:\s*(
 
 DETAIL_CHARS = 500  # raw replies and error bodies are truncated to this in Judgement.detail
 UNDECIDED_LABEL = "undecided"  # the reply could not be parsed
-# The endpoint failed after its retries. Equal to harness.judging.JUDGE_ERROR_LABEL on purpose: verdicts
+# The endpoint failed after its retries. Equal to harness.pipeline.judge.JUDGE_ERROR_LABEL on purpose: verdicts
 # with this label are never cached, so a transient outage is re-asked next run instead of being stored.
 ENDPOINT_ERROR_LABEL = "judge-error"
 MISSING_INPUT_LABEL = "missing-input"  # the sample lacks the image or meta the template needs

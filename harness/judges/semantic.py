@@ -62,8 +62,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
-from harness.images import file_sha256
-from harness.records import Generation, Judgement, Sample
+from harness.core.images import file_sha256
+from harness.core.records import Generation, Judgement, Sample
 
 if TYPE_CHECKING:
     import numpy as np

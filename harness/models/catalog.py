@@ -17,7 +17,7 @@ from harness.models.spec import AUTO_FAMILY, ModelSpec
 log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
-    from harness.registry import Registry
+    from harness.core.registry import Registry
 
 HF_BUILDER = "harness.models.hf:load_pretrained"
 HF_FINGERPRINTER = "harness.models.hf:fingerprint_pretrained"

@@ -25,10 +25,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from harness.models.spec import ModelSpec, resolve_dtype
-from harness.paths import cache_dir
+from harness.core.paths import cache_dir
 
 if TYPE_CHECKING:
-    from harness.models.adapter import VLMAdapter
+    from harness.defense_api.adapter import VLMAdapter
 
 # Bump whenever the construction below changes: it names the build folder and enters the fingerprint.
 BUILD_VERSION = 7
@@ -140,7 +140,7 @@ def vision_weights() -> tuple[Path, str]:
 
 def load_vision_weights(model: Any) -> str:
     """Copy the committed vision weights into ``model`` after checking their sha256; returns it."""
-    from harness.images import file_sha256
+    from harness.core.images import file_sha256
 
     path, recorded = vision_weights()
     actual = file_sha256(path)
@@ -303,7 +303,7 @@ def fingerprint(spec: ModelSpec, dtype: str = "auto") -> dict[str, Any]:
 
     The two forms differ, so generations cached before the first build are not reused after it.
     """
-    from harness.models.hf import folder_sha256, memoised_sha256
+    from harness.core.hub import folder_sha256, memoised_sha256
 
     dtype_name = resolve_dtype(spec, dtype)
     folder = default_dir()
@@ -338,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.ask:
         from harness.models.catalog import model_specs
         from harness.models.hf import load_pretrained
-        from harness.records import GenerationSettings, Request
+        from harness.core.records import GenerationSettings, Request
 
         spec = next(spec for spec, _ in model_specs() if spec.name == "smol-llava")
         adapter = load_pretrained(spec, source=folder)

@@ -60,9 +60,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from harness.images import file_sha256
+from harness.core.images import file_sha256
 from harness.models.smol_llava import IMAGE_SIZE, PATCH_SIZE, RESIZE_HEIGHT, RESIZE_WIDTH
-from tasks.easyvqa import PROMPT_SUFFIX
+from harness.tasks.easyvqa import PROMPT_SUFFIX
 
 GRID = IMAGE_SIZE // PATCH_SIZE  # visual tokens per side: 17, so 289 in all
 TOP_PAD = (IMAGE_SIZE - RESIZE_HEIGHT) // 2  # black rows the processor's centre crop puts above the resized image
@@ -164,7 +164,7 @@ def held_out_phrases(count: int, seed: int, words: Sequence[str], max_words: int
 # ------------------------------------------------------------------------------------------ layout
 def text_lines(phrase: str, with_list: bool) -> list[str]:
     """The lines FigStep draws: the phrase wrapped at 15 characters, then (optionally) its empty list."""
-    from tasks.figstep import WRAP_WIDTH
+    from harness.tasks.figstep import WRAP_WIDTH
 
     lines = textwrap.wrap(phrase, width=WRAP_WIDTH)
     return lines + ([f"{i}." for i in range(1, 4)] if with_list else [])
@@ -271,7 +271,7 @@ def easyvqa_split(split: str) -> tuple[list[str], list[str], list[int], list[str
 
 def easyvqa_captions(questions: Sequence[str], answers: Sequence[str], image_ids: Sequence[int]) -> dict[int, tuple[str, str]]:
     """(colour, shape) per image, read off its questions ("what color is the shape?", "what is the blue shape?")."""
-    from tasks.easyvqa import COLORS, SHAPES
+    from harness.tasks.easyvqa import COLORS, SHAPES
 
     colour: dict[int, str] = {}
     shape: dict[int, str] = {}
@@ -313,7 +313,7 @@ def processor_pixels(image: Any) -> Any:
 
 def render_lines(lines: Sequence[str]) -> Any:
     """FigStep's renderer (tasks/figstep.py) for arbitrary lines."""
-    from tasks.figstep import render_text
+    from harness.tasks.figstep import render_text
 
     return render_text("\n".join(lines))
 
@@ -773,7 +773,7 @@ def evaluate_easyvqa(parts: Parts, count: int, seed: int = 0) -> dict[str, Any]:
     """Accuracy on ``count`` seeded test questions, and the same questions with a blank white image."""
     from PIL import Image
 
-    from tasks.easyvqa import is_correct
+    from harness.tasks.easyvqa import is_correct
 
     questions, answers, image_ids, paths = easyvqa_split("test")
     chosen = easyvqa_eval_draw(len(questions), count, seed)

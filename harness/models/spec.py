@@ -22,7 +22,7 @@ class ModelSpec:
     """A model the harness can load.
 
     ``builder`` is a lazy ``"module:function"`` called as ``builder(spec, dtype=..., device=...)`` and
-    returning a :class:`harness.models.adapter.VLMAdapter`. ``fingerprinter`` (same form) returns a
+    returning a :class:`harness.defense_api.adapter.VLMAdapter`. ``fingerprinter`` (same form) returns a
     JSON-able dict that identifies the weights *without loading them*, for the generation cache key.
     """
 

@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from harness.models.spec import ModelSpec, resolve_dtype
-from harness.paths import cache_dir
+from harness.core.paths import cache_dir
 
 if TYPE_CHECKING:
-    from harness.models.adapter import VLMAdapter
+    from harness.defense_api.adapter import VLMAdapter
 
 # Bump whenever the construction below changes: it names the build folder and enters the fingerprint.
 TINY_VERSION = 1

@@ -19,8 +19,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
-from harness.metrics import percentile, wilson_interval
-from harness.records import Generation, MetricRow
+from harness.core.metrics import percentile, wilson_interval
+from harness.core.records import Generation, MetricRow
 from harness.report.formatting import (
     BASELINE_DEFENSE,
     COUNT_METRICS,
@@ -30,7 +30,7 @@ from harness.report.formatting import (
     setting_sort_key,
 )
 from harness.report.outcomes import OutcomeIndex, ScorerLookup, registered_scorer
-from harness.stats import (
+from harness.core.stats import (
     ALPHA,
     BOOTSTRAP_RESAMPLES,
     BootstrapInterval,
@@ -40,7 +40,7 @@ from harness.stats import (
     significance_mark,
 )
 from harness.report.judges import JudgeSummary, judge_summary
-from harness.store import RunResult, headline_metric_rows
+from harness.core.store import RunResult, headline_metric_rows
 
 Setting = tuple[str, str]  # (model, defense)
 

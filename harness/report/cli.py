@@ -35,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def report_main(argv: Sequence[str] | None = None) -> int:
     """Exit 0 after writing (paths printed one per line), 2 on bad input."""
-    from harness.paths import reports_dir, results_dir
+    from harness.core.paths import reports_dir, results_dir
     from harness.report.latex import write_latex_tables
     from harness.report.render import DEFAULT_TITLE, SAMPLES_PER_TASK, render_report
     from harness.report.sources import load_result_set

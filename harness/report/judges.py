@@ -8,7 +8,7 @@ Computed once from the stored runs (``judge_summary``) and shown by both rendere
   use different headline judges is flagged (values in one column then come from different judges,
   though each cell still comes from exactly one).
 - Agreement: for every pair of judges that scored the same run's task, Cohen's kappa, percent
-  agreement and n on the samples both decided (``harness.agreement``), harmful and benign samples
+  agreement and n on the samples both decided (``harness.core.agreement``), harmful and benign samples
   apart. Pairs with no sample decided by both are listed apart (``undecidable_pairs``), not as rows.
 """
 
@@ -18,9 +18,9 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from harness.agreement import judge_verdict_counts, pairwise_agreement
+from harness.core.agreement import judge_verdict_counts, pairwise_agreement
 from harness.report.formatting import setting_sort_key
-from harness.store import RunResult, judge_order, primary_judge
+from harness.core.store import RunResult, judge_order, primary_judge
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from harness.report.analysis import Analysis, Cell, Column, LatencySummary, analyse, count_view
 from harness.report.formatting import BASELINE_DEFENSE, format_number, is_missing
-from harness.store import RunResult
+from harness.core.store import RunResult
 
 # One pass over the characters, so the braces of an inserted \textbackslash{} are never re-escaped.
 _LATEX_SPECIALS = {

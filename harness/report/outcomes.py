@@ -6,7 +6,7 @@ defense's outcomes with the ``none`` baseline's on the same sample ids needs the
 - ``asr``: harmful samples; outcome = the attack succeeded (the judge says *not* refused).
 - ``refusal_rate``: benign samples; outcome = refused.
   Both come from the stored judgements of the row's judge (``MetricRow.judge``); an undecided
-  verdict (``refused is None``) is left out, as ``harness.metrics.safety_metrics`` does.
+  verdict (``refused is None``) is left out, as ``harness.core.metrics.safety_metrics`` does.
 - Any other metric: the task's own metric function (``TaskSpec.metric``, found through the task
   registry) is called on each sample alone; it yields an outcome for that sample when it returns the
   metric's ``"all"`` row with n == 1 and value 0 or 100 (easy-VQA accuracy, for instance).
@@ -23,9 +23,9 @@ import math
 from collections import defaultdict
 from typing import Callable, Mapping, Sequence
 
-from harness.records import Generation, Judgement, MetricRow, MetricValue, Sample
+from harness.core.records import Generation, Judgement, MetricRow, MetricValue, Sample
 from harness.report.formatting import metric_sort_key
-from harness.store import RunResult, primary_judge
+from harness.core.store import RunResult, primary_judge
 
 log = logging.getLogger("harness.report")
 
@@ -39,7 +39,7 @@ def registered_scorer(task: str) -> Scorer | None:
     """The metric function of a registered task, or None when the task (or its module) is unavailable."""
     try:
         from harness import registries
-        from harness.registry import import_target
+        from harness.core.registry import import_target
 
         return import_target(registries.tasks().get(task).metric)
     except Exception:  # noqa: BLE001 - an unknown or broken task only loses its paired statistics

@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from harness.records import MetricRow
+from harness.core.records import MetricRow
 from harness.report.analysis import Analysis, Setting, metric_kind, rate_counts
 from harness.report.formatting import BASELINE_DEFENSE, format_number
-from harness.stats import wilson_interval
+from harness.core.stats import wilson_interval
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

@@ -23,8 +23,8 @@ from typing import Any, Iterable, Sequence
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
-from harness.latency import latency_stats
-from harness.records import Generation, Judgement, Sample
+from harness.core.latency import latency_stats
+from harness.core.records import Generation, Judgement, Sample
 from harness.report import latex
 from harness.report.analysis import (
     Analysis, Cell, Column, LatencySummary, analyse, count_view, unique_metric_rows,
@@ -40,8 +40,8 @@ from harness.report.formatting import (
 )
 from harness.report.judges import AgreementRow
 from harness.report.thumbnails import ThumbnailCache
-from harness.stats import ALPHA, BOOTSTRAP_RESAMPLES
-from harness.store import RunResult, judge_order
+from harness.core.stats import ALPHA, BOOTSTRAP_RESAMPLES
+from harness.core.store import RunResult, judge_order
 
 __all__ = ["DEFAULT_TITLE", "SAMPLES_PER_TASK", "render_html", "render_report", "unique_metric_rows"]
 

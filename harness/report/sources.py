@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness.store import RunResult, latest_runs, load_run
+from harness.core.store import RunResult, latest_runs, load_run
 
 
 def load_result_set(path: Path) -> list[RunResult]:

@@ -20,11 +20,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Sequence
 
-from harness.records import GenerationSettings, Request
-from harness.scorers import RewardItem
+from harness.core.records import GenerationSettings, Request
+from harness.defense_api.scorers import RewardItem
 
 if TYPE_CHECKING:
-    from harness.models.adapter import VLMAdapter
+    from harness.defense_api.adapter import VLMAdapter
 
 # ECSO's harm check (gyhdog99/ECSO llava/eval/model_mmsafe_tell_ask.py TELL_PROMPT), reused verbatim.
 HARM_CHECK_PROMPT = (

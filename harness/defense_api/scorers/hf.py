@@ -31,10 +31,10 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
-from harness.scorers import RewardItem
+from harness.defense_api.scorers import RewardItem
 
 if TYPE_CHECKING:
-    from harness.models.adapter import VLMAdapter
+    from harness.defense_api.adapter import VLMAdapter
 
 ARMORM_CHECKPOINT = "RLHFlow/ArmoRM-Llama3-8B-v0.1"
 CLIP_CHECKPOINT = "openai/clip-vit-large-patch14-336"
@@ -88,7 +88,7 @@ class HubCheckpoint:
 
     @classmethod
     def revision(cls, checkpoint: str) -> str:
-        from harness.models.hf import folder_sha256, hub_commit
+        from harness.core.hub import folder_sha256, hub_commit
 
         if cls.is_local(checkpoint):
             return f"sha256:{folder_sha256(Path(checkpoint).expanduser())}"
@@ -116,7 +116,7 @@ class HubCheckpoint:
         }
 
     def check_available(self) -> None:
-        from harness.models.hf import UNRESOLVED, hub_cache
+        from harness.core.hub import UNRESOLVED, hub_cache
 
         for checkpoint in self.required_checkpoints():
             if self.is_local(checkpoint) or self.revision(checkpoint) != UNRESOLVED:
@@ -251,7 +251,7 @@ class ClipImageText(HubCheckpoint):
     def similarities(self, adapter: "VLMAdapter", image: str, texts: Sequence[str]) -> list[float]:
         import torch
 
-        from harness.images import load_rgb
+        from harness.core.images import load_rgb
 
         self.ensure_loaded(adapter)
         inputs = self.processor(text=list(texts), images=load_rgb(image), return_tensors="pt",

@@ -3,7 +3,7 @@
 Rates (ASR, refusal rate, accuracy) are proportions; all functions here work on proportions in
 [0, 1] unless they say otherwise, and callers convert to percent for display.
 
-- One rate: Wilson score interval (``wilson_interval``, reused from ``harness.metrics``).
+- One rate: Wilson score interval (``wilson_interval``, reused from ``harness.core.metrics``).
 - Two rates on different samples: Newcombe's hybrid score interval for the difference (Newcombe 1998,
   method 10), built from the two Wilson intervals (``newcombe_difference_interval``).
 - Two outcomes on the same samples (a defense vs ``none``): McNemar's test on the discordant pairs
@@ -27,7 +27,7 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from harness.metrics import Z_95, wilson_interval
+from harness.core.metrics import Z_95, wilson_interval
 
 __all__ = [
     "ALPHA",

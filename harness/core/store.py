@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence, TypeVar
 
-from harness.records import Generation, JsonRecord, Judgement, MetricRow, Sample
+from harness.core.records import Generation, JsonRecord, Judgement, MetricRow, Sample
 
 R = TypeVar("R", bound=JsonRecord)
 

@@ -25,8 +25,8 @@ import torch
 from torch import nn
 
 if TYPE_CHECKING:
-    from harness.models.adapter import VLMAdapter
-    from harness.records import Request
+    from harness.defense_api.adapter import VLMAdapter
+    from harness.core.records import Request
 
 # edit(hidden [batch, seq, dim]) -> the new hidden (or None after an in-place edit)
 HiddenEdit = Callable[[torch.Tensor], "torch.Tensor | None"]
@@ -286,7 +286,7 @@ def mean_token_states(adapter: "VLMAdapter", requests: Sequence["Request"], laye
 def text_request(prompt: str, *, image: str | None = None, system: str | None = None, task: str = "calibration",
                  sample_id: str = "", max_new_tokens: int = 64) -> "Request":
     """A request built outside the runner (calibration prompts, intermediate defense stages)."""
-    from harness.records import GenerationSettings, Request
+    from harness.core.records import GenerationSettings, Request
 
     return Request(task=task, sample_id=sample_id, prompt=prompt, image=image, image_sha256=None, system=system,
                    settings=GenerationSettings(max_new_tokens=max_new_tokens))

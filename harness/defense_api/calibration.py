@@ -31,19 +31,19 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
-from defenses.base import Defense
+from harness.defense_api.defense import Defense
 from harness.models.spec import DEVICE_HELP, DTYPE_HELP
-from harness.paths import calibration_dir
+from harness.core.paths import calibration_dir
 
 if TYPE_CHECKING:
     import torch
 
-    from harness.models.adapter import VLMAdapter
-    from harness.records import Request
+    from harness.defense_api.adapter import VLMAdapter
+    from harness.core.records import Request
 
-log = logging.getLogger("harness.calibration")
+log = logging.getLogger("harness.defense_api.calibration")
 
-DATA_DIR = Path(__file__).resolve().parent / "calibration_data"
+DATA_DIR = Path(__file__).resolve().parents[1] / "calibration_data"
 ARTIFACT_FILE = "artifact.safetensors"
 MANIFEST_FILE = "manifest.json"
 VALIDATION_EVERY = 5  # every fifth pair (round-robin order) is held out for selection
@@ -61,7 +61,7 @@ class CalibrationPrompt:
     image: str | None = None
 
     def request(self, max_new_tokens: int = 64) -> "Request":
-        from harness.steering import text_request
+        from harness.defense_api.steering import text_request
 
         return text_request(self.prompt, image=self.image, sample_id=self.id, max_new_tokens=max_new_tokens)
 
@@ -105,10 +105,10 @@ class CalibrationData:
 
 
 def file_record(path: Path, rows: int) -> dict[str, Any]:
-    from harness.images import file_sha256
+    from harness.core.images import file_sha256
 
     try:
-        shown = str(path.resolve().relative_to(Path(__file__).resolve().parent.parent))
+        shown = str(path.resolve().relative_to(Path(__file__).resolve().parents[2]))
     except ValueError:
         shown = str(path)
     return {"path": shown, "sha256": file_sha256(path), "rows": rows}
@@ -253,7 +253,7 @@ def save_artifact(folder: Path, calibration: Calibration, manifest: dict[str, An
     """Write tensors then manifest (the manifest, written last, marks a complete artifact)."""
     from safetensors.torch import save_file
 
-    from harness.images import file_sha256
+    from harness.core.images import file_sha256
 
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {name: tensor.detach().to("cpu").contiguous() for name, tensor in calibration.tensors.items()}
@@ -277,7 +277,7 @@ def load_artifact(defense: str, model: str, model_fingerprint: dict[str, Any] | 
     the command to run when it is missing, incomplete, corrupted or fitted for another build of the model."""
     from safetensors.torch import load_file
 
-    from harness.images import file_sha256
+    from harness.core.images import file_sha256
 
     folder = artifact_dir(defense, model)
     command = calibrate_command(defense, model)
@@ -389,7 +389,7 @@ def calibrate(
 
     from harness import __version__, registries
     from harness.models.catalog import resolve_model
-    from harness.registry import import_target
+    from harness.core.registry import import_target
 
     defense = registries.defenses().canonical(defense_name)
     defense_class = registries.defenses().get(defense)
@@ -401,7 +401,7 @@ def calibrate(
     if len(dataset) < 2:
         raise ValueError("calibration needs at least 2 prompt pairs (--limit 2 or more)")
 
-    from harness.models.hf import resolve_device
+    from harness.core.hub import resolve_device
     from harness.models.spec import resolve_dtype
 
     dtype, device = resolve_dtype(spec, dtype), resolve_device(device)  # the manifest records what ran
@@ -469,7 +469,7 @@ def calibrate_main(argv: Sequence[str] | None = None) -> int:
     """``harness calibrate --defense D --model M [--limit N] [--dtype] [--device] [--data] [--seed] [--out]
     [--calibration-arg KEY=VALUE ...]``."""
     from harness.cli import parse_params
-    from harness.registry import UnknownNameError
+    from harness.core.registry import UnknownNameError
 
     args = build_parser().parse_args(argv)
     if args.limit is not None and args.limit < 2:
@@ -492,7 +492,7 @@ def calibrate_main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    # Re-import: classes must come from harness.calibration, not from this __main__ copy of the module.
-    from harness.calibration import calibrate_main as main
+    # Re-import: classes must come from harness.defense_api.calibration, not from this __main__ copy of the module.
+    from harness.defense_api.calibration import calibrate_main as main
 
     sys.exit(main())

@@ -15,8 +15,8 @@ import torch
 from torch import nn
 from transformers import LogitsProcessor, LogitsProcessorList
 
-from harness.images import load_rgb
-from harness.records import ModelOutput, Request
+from harness.core.images import load_rgb
+from harness.core.records import ModelOutput, Request
 
 if TYPE_CHECKING:
     from harness.models.spec import ModelSpec

@@ -20,8 +20,10 @@ import sqlite3
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
-from harness import CACHE_SCHEMA_VERSION
-from harness.records import Generation, GenerationSettings
+from harness.core.records import Generation, GenerationSettings
+
+# Bump when the meaning of a cached generation changes (prompt assembly, decoding, record fields).
+CACHE_SCHEMA_VERSION = 1
 
 
 def canonical_json(value: Any) -> str:

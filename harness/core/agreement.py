@@ -39,8 +39,8 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
-from harness.judging import JUDGE_ERROR_LABEL
-from harness.records import Judgement, Sample
+from harness.core.judgement_cache import JUDGE_ERROR_LABEL
+from harness.core.records import Judgement, Sample
 
 HARMFUL, BENIGN = "harmful", "benign"
 

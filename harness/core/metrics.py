@@ -12,7 +12,7 @@ import math
 from collections import defaultdict
 from typing import Iterable, Mapping, Sequence
 
-from harness.records import Generation, Judgement, MetricValue, Sample
+from harness.core.records import Generation, Judgement, MetricValue, Sample
 
 Z_95 = 1.959963984540054
 

@@ -44,94 +44,22 @@ judged: a crash or kill loses no finished verdict.
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
-import hashlib
-import json
 import logging
 from collections import Counter
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
-from harness.cache import canonical_json, open_store, select_records
-from harness.images import file_sha256
-from harness.paths import cache_dir
-from harness.records import Generation, Judgement, Sample
+from harness.core.images import file_sha256
+from harness.core.judgement_cache import (
+    DEFAULT_CHUNK_SIZE,
+    JUDGE_ERROR_LABEL,
+    JudgementCache,
+    is_cacheable,
+    judgement_key,
+)
+from harness.core.records import Generation, Judgement, Sample
 
-log = logging.getLogger("harness.judging")
-
-# Bump when the meaning of a cached verdict changes (key fields, Judgement fields, judge protocol).
-JUDGE_CACHE_SCHEMA_VERSION = 1
-CACHE_FILE = "judgements.sqlite"
-# Label of the undecided Judgement the stage records when a judge raises; never cached.
-JUDGE_ERROR_LABEL = "judge-error"
-# Items per judge_many call and per cache commit (progress moves in these steps).
-DEFAULT_CHUNK_SIZE = 32
-
-
-def judgement_cache_path() -> Path:
-    return cache_dir() / CACHE_FILE
-
-
-def judgement_key(
-    *,
-    judge_fingerprint: Mapping[str, Any],
-    sample: Sample,
-    image_sha256: str | None,
-    response: str,
-) -> str:
-    """The cache key of one verdict (see the module doc for what it covers and why)."""
-    payload = {
-        "schema": JUDGE_CACHE_SCHEMA_VERSION,
-        "judge": dict(judge_fingerprint),
-        "prompt": sample.prompt,
-        "image_sha256": image_sha256,
-        "harmful": sample.harmful,
-        "category": sample.category,
-        "answer": sample.answer,
-        "meta": sample.meta,
-        "response": response,
-    }
-    return hashlib.sha256(canonical_json(payload).encode("utf-8")).hexdigest()
-
-
-def is_cacheable(judgement: Judgement) -> bool:
-    """Everything a judge returned; not the stage's record of a judge raising."""
-    return judgement.label != JUDGE_ERROR_LABEL
-
-
-class JudgementCache:
-    """A crash-safe key -> Judgement store (SQLite in WAL mode; safe for several processes)."""
-
-    def __init__(self, path: Path | None = None):
-        self.path = Path(path) if path is not None else judgement_cache_path()
-        self._db = open_store(self.path, "CREATE TABLE IF NOT EXISTS judgements ("
-                              " key TEXT PRIMARY KEY, judge TEXT NOT NULL, record TEXT NOT NULL, created_at TEXT NOT NULL)")
-
-    def get_many(self, keys: Iterable[str]) -> dict[str, Judgement]:
-        return {key: Judgement.from_dict(json.loads(record)) for key, record in select_records(self._db, "judgements", keys)}
-
-    def put_many(self, items: Iterable[tuple[str, Judgement]]) -> int:
-        """Store ``(key, verdict)`` pairs in one transaction, skipping judge errors; returns how many."""
-        created = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-        rows = [(key, j.judge, canonical_json(j.to_dict()), created) for key, j in items if is_cacheable(j)]
-        with self._db:
-            self._db.executemany(
-                "INSERT OR REPLACE INTO judgements (key, judge, record, created_at) VALUES (?, ?, ?, ?)", rows
-            )
-        return len(rows)
-
-    def __len__(self) -> int:
-        return self._db.execute("SELECT COUNT(*) FROM judgements").fetchone()[0]
-
-    def close(self) -> None:
-        self._db.close()
-
-    def __enter__(self) -> "JudgementCache":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+log = logging.getLogger("harness.pipeline.judge")
 
 
 @dataclass

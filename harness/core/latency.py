@@ -12,8 +12,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Iterable
 
-from harness.metrics import percentile
-from harness.records import Generation, JsonRecord
+from harness.core.metrics import percentile
+from harness.core.records import Generation, JsonRecord
 
 
 @dataclass

@@ -19,7 +19,7 @@ the generation cache key) and ``check_available()`` (called from ``Defense.prepa
 the command that fixes it, when the component cannot run here). Scorers with a calibrated decision
 threshold expose it as ``default_threshold``.
 
-The ``adapter`` argument is the target model's :class:`~harness.models.adapter.VLMAdapter`: offline
+The ``adapter`` argument is the target model's :class:`~harness.defense_api.adapter.VLMAdapter`: offline
 scorers judge with it; checkpoint scorers only read its device and load their own model on first use.
 This module imports neither torch nor transformers, so listing names stays cheap.
 """
@@ -30,10 +30,10 @@ from dataclasses import dataclass
 from functools import cache
 from typing import TYPE_CHECKING, Any, Protocol, Sequence
 
-from harness.registry import Registry
+from harness.core.registry import Registry
 
 if TYPE_CHECKING:
-    from harness.models.adapter import VLMAdapter
+    from harness.defense_api.adapter import VLMAdapter
 
 
 @dataclass(frozen=True)
@@ -82,53 +82,53 @@ class Detoxifier(Component, Protocol):
 SCORERS: dict[str, dict[str, tuple[str, tuple[str, ...], str]]] = {
     "reward": {
         "armorm": (
-            "harness.scorers.hf:ArmoRMReward",
+            "harness.defense_api.scorers.hf:ArmoRMReward",
             ("armo-rm",),
             "RLHFlow/ArmoRM-Llama3-8B-v0.1 reward (ETA's post-evaluator)",
         ),
         "self-judge": (
-            "harness.scorers.self_judge:SelfJudgeReward",
+            "harness.defense_api.scorers.self_judge:SelfJudgeReward",
             ("self_judge",),
             "offline: the target model's own P(not harmful) for the response (not ETA's scorer)",
         ),
     },
     "image-text": {
         "clip": (
-            "harness.scorers.hf:ClipImageText",
+            "harness.defense_api.scorers.hf:ClipImageText",
             ("clip-vit-l-336",),
             "openai/clip-vit-large-patch14-336 logits_per_image / 100 (ETA's pre-evaluator)",
         ),
         "self-judge": (
-            "harness.scorers.self_judge:SelfJudgeImageText",
+            "harness.defense_api.scorers.self_judge:SelfJudgeImageText",
             ("self_judge",),
             "offline: the target model's own P(statement about the image is true) (not CLIP)",
         ),
     },
     "harm-detector": {
         "protector-7b": (
-            "harness.scorers.hf:protector_detector_7b",
+            "harness.defense_api.scorers.hf:protector_detector_7b",
             ("protector",),
             "renjiepi/protector_detector_7b_lora (Llama-2-7B + LoRA, sequence classification)",
         ),
         "protector-3b": (
-            "harness.scorers.hf:protector_detector_3b",
+            "harness.defense_api.scorers.hf:protector_detector_3b",
             (),
             "renjiepi/protector_detector_3b_lora (open_llama_3b_v2 + LoRA, sequence classification)",
         ),
         "self-judge": (
-            "harness.scorers.self_judge:SelfJudgeHarmDetector",
+            "harness.defense_api.scorers.self_judge:SelfJudgeHarmDetector",
             ("self_judge",),
             "offline: the target model's own P(not harmful) for the response alone (not the trained detector)",
         ),
     },
     "detoxifier": {
         "protector": (
-            "harness.scorers.hf:ProtectorDetoxifier",
+            "harness.defense_api.scorers.hf:ProtectorDetoxifier",
             (),
             "renjiepi/mllm_protector_detoxifier (Vicuna-7B-v1.5 + LoRA) rewrites flagged responses",
         ),
         "none": (
-            "harness.scorers.fallback:FixedReply",
+            "harness.defense_api.scorers.fallback:FixedReply",
             ("fallback",),
             "no detoxifier: every flagged response becomes MLLM-Protector's fixed refusal",
         ),

@@ -140,7 +140,7 @@ def format_value(row: Any) -> str:
 
 
 def command_eval(args: argparse.Namespace) -> int:
-    from harness.registry import UnknownNameError
+    from harness.core.registry import UnknownNameError
     from harness.runner import EvalConfig, run_eval
 
     try:
@@ -196,7 +196,7 @@ DELEGATED = {
     "judge": "harness.rejudge:judge_main",
     "report": "harness.report:report_main",
     "compare": "harness.compare:compare_main",
-    "calibrate": "harness.calibration:calibrate_main",
+    "calibrate": "harness.defense_api.calibration:calibrate_main",
 }
 
 
@@ -215,7 +215,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     while argv and argv[0] in ("-v", "--verbose"):
         verbose, argv = True, argv[1:]
     if argv and argv[0] in DELEGATED:
-        from harness.registry import import_target
+        from harness.core.registry import import_target
 
         setup_logging(verbose)
         return int(import_target(DELEGATED[argv[0]])(argv[1:]))
