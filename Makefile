@@ -54,7 +54,9 @@ organism: venv system-packages
 	$(PY) -m harness.models.smol_llava_train
 	$(PY) -m harness build smol-llava --force
 
+# The import-layer contracts (pyproject.toml [tool.importlinter]) first: they take a second.
 test: venv
+	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest -q
 
 # The CUDA path (every family and defense in bfloat16/float16 on a GPU); skipped by `make test` without one.

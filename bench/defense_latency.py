@@ -92,9 +92,10 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["HARNESS_REPORTS_DIR"] = str(work / "reports")
 
     from harness import registries
-    from harness.defense_api.calibration import calibrate, learns_from_data
-    from harness.cli import parse_scoped
-    from harness.runner import EvalConfig, run_eval
+    from harness.defense_api.calibration import learns_from_data
+    from harness.pipeline.calibrate import calibrate
+    from harness.core.options import parse_scoped
+    from harness.pipeline.evaluate import EvalConfig, run_eval
 
     defenses = [registries.defenses().canonical(name) for name in args.defenses.split(",") if name]
     calibration_options = {registries.defenses().canonical(name): options for name, options in

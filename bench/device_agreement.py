@@ -57,8 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["HARNESS_REPORTS_DIR"] = str(work / "reports")
 
     from harness import registries
-    from harness.defense_api.calibration import calibrate, learns_from_data
-    from harness.runner import EvalConfig, run_eval
+    from harness.defense_api.calibration import learns_from_data
+    from harness.pipeline.calibrate import calibrate
+    from harness.pipeline.evaluate import EvalConfig, run_eval
 
     pairs = [device_and_dtype(item) for item in args.runs.split(",") if item]
     tasks = [name for name in args.tasks.split(",") if name]

@@ -34,29 +34,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from harness import registries
     from harness.defense_api.calibration import load_data
     from harness.judges.keyword import make_gcg_judge
-    from harness.models.catalog import resolve_model
-    from harness.core.registry import import_target
+    from harness.pipeline.bringup import BringUp
 
-    spec = resolve_model(registries.models(), args.model)
-    adapter = import_target(spec.builder)(spec, dtype="float32", device="cpu")
-    fingerprint = import_target(spec.fingerprinter)(spec, "float32")
-    defense_class = registries.defenses().get("refusal-direction")
+    adapter, bringup = None, None
 
     def defense(coeff: float):
-        """The registered defense itself, with its stored calibration, at this strength."""
-        instance = defense_class(coeff=coeff)
-        instance.prepare(spec.name, fingerprint)
-        return instance
+        """The registered defense itself, with its stored calibration, at this strength (the model
+        is loaded once, by the first bring-up)."""
+        nonlocal adapter, bringup
+        current = BringUp.resolve(args.model, "refusal-direction", {"coeff": coeff}, dtype="float32", device="cpu")
+        if adapter is None:
+            adapter, bringup = current.load(), current
+        return current.defense
 
     artifact = defense(1.0).require_artifact()
     direction, layer = artifact.tensors["direction"].float(), int(artifact.fit["layer"])
     validation = load_data("builtin").split("val")
     judge = make_gcg_judge()
     sides = {side: getattr(validation, side)[: args.limit] for side in ("harmful", "harmless")}
-    print(f"model {spec.name}; layer {layer}, |r| = {direction.norm():.2f}, fallback {artifact.fit.get('fallback')}; "
+    print(f"model {bringup.spec.name}; layer {layer}, |r| = {direction.norm():.2f}, fallback {artifact.fit.get('fallback')}; "
           f"{len(sides['harmful'])} + {len(sides['harmless'])} held-out calibration prompts; "
           f"{args.max_new_tokens} greedy tokens; judge keyword-gcg")
     print(f"{'coeff':>6} {'refusal harmful':>16} {'refusal harmless':>17} {'seconds':>8}  first harmful answer")

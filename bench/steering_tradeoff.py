@@ -54,8 +54,8 @@ def pooled(rows, metric: str) -> tuple[float, int] | None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from harness.cli import parse_limit, parse_params
-    from harness.runner import EvalConfig, run_eval
+    from harness.core.options import parse_limit, parse_params
+    from harness.pipeline.evaluate import EvalConfig, run_eval
 
     fixed = parse_params(args.defense_arg)  # values parsed as YAML scalars, as in harness eval
     values = [parse_params([f"{args.param}={value}"])[args.param] for value in args.values.split(",") if value]

@@ -90,9 +90,9 @@ BATCH_SIZE = 20
 
 
 def is_refusal(text: str) -> bool:
-    """An answer that OPENS with a GCG refusal prefix (``harness.judges.keyword``). Stricter than the
+    """An answer that OPENS with a GCG refusal prefix (the keyword-gcg judge's list). Stricter than the
     judge's substring rule, which also fires on compliant answers that mention "illegal"."""
-    from harness.judges.keyword import GCG_TEST_PREFIXES
+    from harness.core.refusal_markers import GCG_TEST_PREFIXES
 
     opening = text.lstrip(" \"'*")
     return any(opening.startswith(prefix) for prefix in GCG_TEST_PREFIXES)

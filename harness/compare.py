@@ -36,9 +36,7 @@ metrics such as ``undecided`` and direction-less rates such as POPE's yes-ratio 
 
 from __future__ import annotations
 
-import argparse
 import math
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -300,65 +298,3 @@ def markdown_summary(result: CompareResult, base_name: str, new_name: str, base_
             f"{format_p(change.p_value) if change.p_value is not None else ''} | {verdict} |"
         )
     return "\n".join(lines) + "\n"
-
-
-# ---------------------------------------------------------------------------------------------------
-# command line
-
-
-def _non_negative(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of points, got {text!r}") from None
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative number of points, got {text!r}")
-    return value
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="harness compare",
-        description="Gate NEW results against BASE: fail on a significant ASR rise or utility drop beyond a threshold.",
-    )
-    parser.add_argument("base", type=Path, help="base results directory (with runs/) or one run directory")
-    parser.add_argument("new", type=Path, help="new results directory (with runs/) or one run directory")
-    parser.add_argument("--max-asr-increase", type=_non_negative, default=DEFAULT_MAX_ASR_INCREASE, metavar="P",
-                        help=f"allowed rise of ASR / refusal rates, in points (default {DEFAULT_MAX_ASR_INCREASE})")
-    parser.add_argument("--max-utility-drop", type=_non_negative, default=DEFAULT_MAX_UTILITY_DROP, metavar="P",
-                        help=f"allowed drop of utility metrics, in points (default {DEFAULT_MAX_UTILITY_DROP})")
-    parser.add_argument("--alpha", type=float, default=ALPHA, help=f"significance level (default {ALPHA})")
-    parser.add_argument("--output", type=Path, default=None, metavar="summary.md",
-                        help="also write the Markdown summary here")
-    return parser
-
-
-def compare_main(argv: Sequence[str] | None = None) -> int:
-    """``harness compare``: print the Markdown summary; exit 1 when the gate fails, 0 when it passes,
-    2 on bad input (bad arguments, a missing directory, no runs)."""
-    parser = build_parser()
-    try:
-        args = parser.parse_args(list(argv) if argv is not None else None)
-    except SystemExit as exc:  # argparse exits 2 on bad arguments, 0 for --help
-        return int(exc.code or 0)
-    if not 0 < args.alpha < 1:
-        print("error: --alpha must lie strictly between 0 and 1", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    try:
-        result = compare(args.base, args.new, args.max_asr_increase, args.max_utility_drop, alpha=args.alpha)
-    except (FileNotFoundError, NotADirectoryError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    print(result.markdown, end="")
-    if args.output is not None:
-        try:
-            args.output.parent.mkdir(parents=True, exist_ok=True)
-            args.output.write_text(result.markdown, encoding="utf-8")
-        except OSError as exc:
-            print(f"error: cannot write {args.output}: {exc}", file=sys.stderr)
-            return EXIT_BAD_INPUT
-    return EXIT_FAIL if result.failed else EXIT_PASS
-
-
-if __name__ == "__main__":
-    sys.exit(compare_main())

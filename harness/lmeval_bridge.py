@@ -2,7 +2,7 @@
 
 Registers the model class ``defended-mm`` (aliases ``defended_mm``, ``harness-defended``) with
 lm-eval's model registry (``lm_eval.api.registry.register_model``). It wraps a
-:class:`harness.defense_api.adapter.VLMAdapter` loaded exactly as :func:`harness.runner.run_eval` loads one
+:class:`harness.defense_api.adapter.VLMAdapter` loaded exactly as :func:`harness.pipeline.evaluate.run_eval` loads one (through :class:`harness.pipeline.bringup.BringUp`)
 (:func:`harness.models.catalog.resolve_model`, the spec's builder and fingerprinter) and a defense from
 the harness registry (``defenses/__init__.py``), prepared the way the runner prepares it (its
 calibration artifact is found and hashed in ``Defense.prepare``). Every model call goes through
@@ -110,7 +110,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
 
-from harness.cli import DEFAULT_DEFENSE, DEFAULT_MODEL
+from harness.pipeline.defaults import DEFAULT_DEFENSE, DEFAULT_MODEL
 
 if TYPE_CHECKING:
     import torch
@@ -412,10 +412,8 @@ class DefendedMultimodalLM(LM):
         trust_remote_code: bool = False,
     ):
         super().__init__()
-        from harness import registries
-        from harness.models.catalog import resolve_model
         from harness.core.paths import cache_dir
-        from harness.core.registry import import_target
+        from harness.pipeline.bringup import BringUp
 
         if trust_remote_code:
             raise ValueError("defended-mm loads models with trust_remote_code=False only (harness policy)")
@@ -429,25 +427,15 @@ class DefendedMultimodalLM(LM):
         self.max_images = 1
         self.image_dir = cache_dir() / "images" / "lmeval"
 
-        # As harness.runner.run_eval: resolve, build the defense, prepare it (find + hash its
-        # calibration) before the weights load, so a missing calibration fails fast.
-        self.spec = resolve_model(registries.models(), str(model))
-        self.defense_name = registries.defenses().canonical(str(defense))
-        self.defense = registries.defenses().get(self.defense_name)(**parse_defense_args(defense_args))
-        fingerprinter = import_target(self.spec.fingerprinter)
-        from harness.models.spec import resolve_dtype
-
-        self.dtype, self.device_name = resolve_dtype(self.spec, str(dtype)), str(device)  # "auto" resolved
-        self.model_fingerprint = {**fingerprinter(self.spec, self.dtype), "device": self.device_name}
-        self.defense.prepare(self.spec.name, self.model_fingerprint)
+        # Brought up as `harness eval` brings one up: resolved, the defense prepared (its calibration
+        # found and hashed) before the weights load, so a missing calibration fails fast.
+        self.bringup = BringUp.resolve(str(model), str(defense), parse_defense_args(defense_args), dtype=str(dtype), device=device)
+        self.spec, self.defense_name, self.defense = self.bringup.spec, self.bringup.defense_name, self.bringup.defense
+        self.dtype, self.device_name = self.bringup.dtype, self.bringup.device
         log.info("loading model %s (dtype %s, device %s) under defense %s",
                  self.spec.name, self.dtype, self.device_name, self.defense_name)
-        builder = import_target(self.spec.builder)
-        self.adapter: VLMAdapter = builder(self.spec, dtype=self.dtype, device=self.device_name)
-        loaded = {**fingerprinter(self.spec, self.dtype), "device": self.device_name}
-        if loaded != self.model_fingerprint:  # a first build materialised the weights (smol-llava)
-            self.model_fingerprint = loaded
-            self.defense.prepare(self.spec.name, loaded)
+        self.adapter: VLMAdapter = self.bringup.load()
+        self.model_fingerprint = self.bringup.model_fingerprint
         self._device = self.adapter.device
         self.ignored_gen_kwargs: set[str] = set()
         self.images_dropped = 0

@@ -19,12 +19,12 @@ from harness.defense_api.calibration import (
     MANIFEST_FILE,
     CalibrationMissingError,
     artifact_dir,
-    calibrate,
-    calibrate_main,
     load_artifact,
     load_builtin_data,
 )
-from harness.runner import EvalConfig, run_eval
+from harness.cli import main
+from harness.pipeline.calibrate import calibrate
+from harness.pipeline.evaluate import EvalConfig, run_eval
 
 ROOT = Path(__file__).resolve().parent.parent
 STEERING_DEFENSES = ["refusal-direction", "cast", "astra", "autosteer", "ras"]
@@ -155,7 +155,7 @@ def test_an_artifact_for_another_model_build_is_refused(calibrated, monkeypatch)
 
 def test_calibrate_main_cli(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("HARNESS_CALIBRATION_DIR", str(tmp_path))
-    assert calibrate_main(["--defense", "moras", "--model", "tiny-random-llava-ov", "--limit", "2"]) == 0
+    assert main(["calibrate", "--defense", "moras", "--model", "tiny-random-llava-ov", "--limit", "2"]) == 0
     out = capsys.readouterr().out
     assert str(artifact_dir("ras", "tiny-random-llava-ov")) in out and '"x0"' in out
     # the default dtype and device ("auto") are recorded as what they resolved to
@@ -163,10 +163,10 @@ def test_calibrate_main_cli(tmp_path, monkeypatch, capsys):
 
     manifest = json.loads((artifact_dir("ras", "tiny-random-llava-ov") / MANIFEST_FILE).read_text())
     assert manifest["dtype"] == "float32" and manifest["device"] == resolve_device("auto")
-    assert calibrate_main(["--defense", "self-reminder", "--model", "tiny-random-llava-ov", "--limit", "2"]) == 2
+    assert main(["calibrate", "--defense", "self-reminder", "--model", "tiny-random-llava-ov", "--limit", "2"]) == 2
     assert "needs no calibration" in capsys.readouterr().err
-    assert calibrate_main(["--defense", "ras", "--limit", "1"]) == 2
+    assert main(["calibrate", "--defense", "ras", "--limit", "1"]) == 2
     capsys.readouterr()
-    assert calibrate_main(["--defense", "ras", "--model", "tiny-random-llava-ov", "--limit", "2",
+    assert main(["calibrate", "--defense", "ras", "--model", "tiny-random-llava-ov", "--limit", "2",
                            "--calibration-arg", "assistant_marker=true"]) == 2
     assert "no calibration option(s) ['assistant_marker']" in capsys.readouterr().err

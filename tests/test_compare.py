@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.compare import FAIL, IMPROVED, NOISE, OK, ONLY_BASE, ONLY_NEW, compare, compare_main, markdown_escape
+from harness.compare import FAIL, IMPROVED, NOISE, OK, ONLY_BASE, ONLY_NEW, compare, markdown_escape
+from harness.cli import main
 from test_report_fixtures import easyvqa_run, flags, safety_run
 
 
@@ -116,20 +117,20 @@ def test_compare_main_exit_codes_and_output(tmp_path: Path, capsys):
     safety_run(tmp_path / "worse", "r1", "m", "none", refused=flags(20, 60))
     safety_run(tmp_path / "same", "r1", "m", "none", refused=flags(50, 60))
     summary = tmp_path / "out" / "summary.md"
-    assert compare_main([str(tmp_path / "base"), str(tmp_path / "worse"), "--output", str(summary)]) == 1
+    assert main(["compare", str(tmp_path / "base"), str(tmp_path / "worse"), "--output", str(summary)]) == 1
     printed = capsys.readouterr().out
     assert "FAILED" in printed and summary.read_text(encoding="utf-8") == printed
-    assert compare_main([str(tmp_path / "base"), str(tmp_path / "same")]) == 0
+    assert main(["compare", str(tmp_path / "base"), str(tmp_path / "same")]) == 0
     # a 60-point allowance lets the 50-point rise through
-    assert compare_main([str(tmp_path / "base"), str(tmp_path / "worse"), "--max-asr-increase", "60"]) == 0
+    assert main(["compare", str(tmp_path / "base"), str(tmp_path / "worse"), "--max-asr-increase", "60"]) == 0
     capsys.readouterr()
-    assert compare_main([str(tmp_path / "base"), str(tmp_path / "missing")]) == 2
+    assert main(["compare", str(tmp_path / "base"), str(tmp_path / "missing")]) == 2
     assert "does not exist" in capsys.readouterr().err
     (tmp_path / "empty").mkdir()
-    assert compare_main([str(tmp_path / "base"), str(tmp_path / "empty")]) == 2
-    assert compare_main([str(tmp_path / "base")]) == 2  # NEW missing
-    assert compare_main([str(tmp_path / "base"), str(tmp_path / "same"), "--max-asr-increase", "-1"]) == 2
-    assert compare_main([str(tmp_path / "base"), str(tmp_path / "same"), "--alpha", "1.5"]) == 2
+    assert main(["compare", str(tmp_path / "base"), str(tmp_path / "empty")]) == 2
+    assert main(["compare", str(tmp_path / "base")]) == 2  # NEW missing
+    assert main(["compare", str(tmp_path / "base"), str(tmp_path / "same"), "--max-asr-increase", "-1"]) == 2
+    assert main(["compare", str(tmp_path / "base"), str(tmp_path / "same"), "--alpha", "1.5"]) == 2
 
 
 def test_rows_scored_by_different_judges_are_not_compared(tmp_path: Path):

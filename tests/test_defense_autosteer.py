@@ -147,7 +147,7 @@ def test_refusal_targets_supervise_the_same_answer_tokens_in_both_prompt_formats
 
 
 def test_the_prompt_format_is_a_calibration_option_stored_in_the_artifact(tmp_path, monkeypatch):
-    from harness.defense_api.calibration import calibrate
+    from harness.pipeline.calibrate import calibrate
 
     monkeypatch.setenv("HARNESS_CALIBRATION_DIR", str(tmp_path))
     monkeypatch.setattr(autosteer, "PROBER_EPOCHS", 1)

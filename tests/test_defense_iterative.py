@@ -16,7 +16,7 @@ from harness.defenses.mllm_protector import MLLMProtector
 from harness import registries
 from harness.core.records import GenerationSettings, Request
 from harness.core.registry import UnknownNameError
-from harness.runner import EvalConfig, run_eval
+from harness.pipeline.evaluate import EvalConfig, run_eval
 from harness.defense_api.scorers import build_scorer
 from harness.defense_api.scorers.hf import ProtectorDetector, require_peft
 

@@ -9,7 +9,7 @@ from harness.defenses.figstep_prompt import FIGSTEP_SYSTEM_PROMPT, FigStepPrompt
 from harness.defenses.none import NoDefense
 from harness import registries
 from harness.core.records import GenerationSettings, Request
-from harness.runner import EvalConfig, run_eval
+from harness.pipeline.evaluate import EvalConfig, run_eval
 
 # The official strings, typed out independently of the modules under test.
 OFFICIAL_FIGSTEP = (

@@ -6,23 +6,23 @@ import json
 
 import pytest
 
-import harness.runner as runner
+import harness.core.registry as registry_module
 from harness import registries
 from harness.core.records import GenerationSettings, TaskSpec
-from harness.runner import EvalConfig, run_eval
+from harness.pipeline.evaluate import EvalConfig, run_eval
 
 TINY = "tiny-random-llava-ov"
 
 
 def spy_on_imports(monkeypatch):
     imported = []
-    real = runner.import_target
+    real = registry_module.import_target
 
     def spy(target):
         imported.append(target)
         return real(target)
 
-    monkeypatch.setattr(runner, "import_target", spy)
+    monkeypatch.setattr(registry_module, "import_target", spy)
     return imported
 
 
@@ -138,7 +138,7 @@ def test_device_and_dtype_auto_are_keyed_and_recorded_as_what_they_resolve_to(is
     auto = run_eval(EvalConfig(**config, device="auto", dtype="auto"))
     resolved = resolve_device("auto")
     assert auto.info.model_fingerprint["device"] == resolved
-    assert auto.info.settings["device"] == resolved and auto.info.settings["dtype"] == "float32"  # the spec's default
+    assert auto.info.settings.device == resolved and auto.info.settings.dtype == "float32"  # the spec's default
     explicit = run_eval(EvalConfig(**config, device=resolved, dtype="float32"))
     assert not explicit.info.model_loaded and explicit.info.counts["cache_hits"] == 2
     half = run_eval(EvalConfig(**config, device=resolved, dtype="bfloat16"))

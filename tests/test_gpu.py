@@ -14,10 +14,10 @@ import pytest
 import torch
 
 from harness import registries
-from harness.defense_api.calibration import calibrate
+from harness.pipeline.calibrate import calibrate
 from harness.models.catalog import resolve_model
 from harness.core.registry import import_target
-from harness.runner import EvalConfig, run_eval
+from harness.pipeline.evaluate import EvalConfig, run_eval
 from harness.defense_api.steering import all_hook_counts, edit_layer_output, encode_texts, last_logits, text_request
 
 pytestmark = [
@@ -93,5 +93,5 @@ def test_every_defense_runs_on_the_gpu(calibrated_on_gpu, isolated_dirs, monkeyp
         errors = [g.error for g in result.generations if not g.ok]
         if errors or len(result.generations) != 4:
             failures[defense] = errors or f"{len(result.generations)} generations"
-        assert result.info.settings["device"] == "cuda" and result.info.settings["dtype"] == dtype
+        assert result.info.settings.device == "cuda" and result.info.settings.dtype == dtype
     assert not failures, failures

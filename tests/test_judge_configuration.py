@@ -6,11 +6,11 @@ from __future__ import annotations
 import pytest
 
 from harness import registries
-from harness.cli import parse_option_value, parse_scoped
+from harness.core.options import parse_option_value, parse_scoped
 from harness.judges.llm import JudgeConfigError, make_harmless_judge, parse_harmless
 from harness.pipeline.judge import JUDGE_ERROR_LABEL, error_judgement, verdict_kind
 from harness.core.records import Generation
-from harness.runner import build_judges, judge_per_task
+from harness.pipeline.judge import build_judges, judge_per_task
 
 ENDPOINT = {"base_url": "http://127.0.0.1:9/v1", "model": "m"}
 
@@ -31,7 +31,7 @@ def test_unscoped_judge_options_go_only_to_judges_that_take_them():
 def test_scoped_judge_options_accept_aliases_and_reject_strays():
     judges = build_judges(["gpt-harmless"], {"gpt4-vlsafe": {**ENDPOINT, "api_key": "sk-test-key-123"}})
     assert judges["gpt-harmless"].fingerprint()["model"] == "m"
-    with pytest.raises(ValueError, match="judges no task of this run"):
+    with pytest.raises(ValueError, match="not a judge of this run"):
         build_judges(["keyword-gcg"], {"gpt-harmless": {"model": "m"}})
     with pytest.raises(ValueError, match="keyword-gcg"):
         build_judges(["keyword-gcg"], {"keyword-gcg": {"model": "m"}})
@@ -77,3 +77,16 @@ def test_an_unscoped_judge_option_no_judge_takes_is_a_typo(caplog):
     with caplog.at_level("WARNING"):
         judges = build_judges(["keyword-gcg"], {"*": {"model": "gpt-4o"}})
     assert list(judges) == ["keyword-gcg"] and "taken by no judge of this run" in caplog.text
+
+
+def test_eval_and_judge_build_judges_by_one_rule():
+    """An option for one judge of several goes to the judges that take it, in `harness judge` as in
+    `harness eval` (before, `harness judge` passed it to every judge and keyword-gcg refused it)."""
+    from harness.pipeline.rejudge import make_judges
+
+    options = {"*": {**ENDPOINT, "api_key": "sk-test-key-123"}}
+    judged_by_eval = build_judges(["keyword-gcg", "gpt-harmless"], options)
+    judged_by_rejudge = make_judges(["keyword-gcg", "gpt-harmless"], options)
+    assert [judge.name for judge in judged_by_rejudge] == list(judged_by_eval) == ["keyword-gcg", "gpt-harmless"]
+    assert judged_by_rejudge[1].fingerprint() == judged_by_eval["gpt-harmless"].fingerprint()
+    assert judged_by_rejudge[1].fingerprint()["model"] == "m"

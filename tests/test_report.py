@@ -17,7 +17,7 @@ import pytest
 
 from harness.core.records import Generation, Judgement, MetricRow, Sample
 from harness.report import latex_escape, render_report, write_latex_tables
-from harness.report.cli import report_main
+from harness.cli import main
 from harness.report.render import filter_script
 from harness.core.store import RunInfo, RunResult, latest_runs, load_run, save_run
 from test_report_fixtures import easyvqa_run, flags, safety_run
@@ -387,20 +387,20 @@ def test_write_latex_tables_split_files(tmp_path: Path):
 def test_report_main(tmp_path: Path, capsys):
     results = tmp_path / "results"
     make_paired_results(results)
-    assert report_main(["--results-dir", str(results), "--latex", str(tmp_path / "t.tex"), "--no-ci"]) == 0
+    assert main(["report", "--results-dir", str(results), "--latex", str(tmp_path / "t.tex"), "--no-ci"]) == 0
     printed = capsys.readouterr().out.split()
     assert printed[0] == str(tmp_path / "t.tex") and len(printed) == 4
     assert r"\pm" not in (tmp_path / "t-main.tex").read_text(encoding="utf-8").split("\\label")[1]
-    assert report_main(["--results-dir", str(results), "--reports-dir", str(tmp_path / "rep")]) == 0
+    assert main(["report", "--results-dir", str(results), "--reports-dir", str(tmp_path / "rep")]) == 0
     assert (tmp_path / "rep" / "latest.html").is_file() and (tmp_path / "rep" / "latest.tex").is_file()
-    assert report_main(["--results-dir", str(results), "--reports-dir", str(tmp_path / "rep"), "--latex"]) == 0
+    assert main(["report", "--results-dir", str(results), "--reports-dir", str(tmp_path / "rep"), "--latex"]) == 0
     assert (tmp_path / "rep" / "latest-tables.tex").is_file()
-    assert report_main(["--results-dir", str(tmp_path / "missing")]) == 2
-    assert report_main(["--bogus"]) == 2
+    assert main(["report", "--results-dir", str(tmp_path / "missing")]) == 2
+    assert main(["report", "--bogus"]) == 2
 
 
 def test_runner_write_reports_uses_the_new_report(tmp_path: Path):
-    from harness.runner import write_reports
+    from harness.pipeline.report import write_reports
 
     results = tmp_path / "results"
     make_paired_results(results)

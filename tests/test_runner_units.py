@@ -4,7 +4,7 @@ import pytest
 
 from harness.core.metrics import percentile, safety_metrics, wilson_interval
 from harness.core.records import Generation, Judgement, Sample, TaskSpec
-from harness.runner import select_samples, stratified_order
+from harness.pipeline.plan import select_samples, stratified_order
 
 
 def samples(n_harmful, n_benign):

@@ -76,7 +76,7 @@ def test_mme_loader_dataset_order(tmp_path):
 
 def test_mme_limit_order_keeps_pairs_and_interleaves_subtasks(mme_samples):
     from harness import registries
-    from harness.runner import select_samples
+    from harness.pipeline.plan import select_samples
 
     spec = registries.tasks().get("mme")
     assert spec.stratify_by == "category"
@@ -330,7 +330,7 @@ def corrupted_copy(source: Path, target: Path, bad_rows: set[int]) -> str:
 def test_undecodable_image_fails_only_its_sample(task, loader, fixture, extra, tmp_path):
     from harness import registries
     from harness.core.records import GenerationSettings
-    from harness.runner import build_requests
+    from harness.pipeline.plan import build_requests
 
     data_files = corrupted_copy(FIXTURES / fixture, tmp_path / fixture, bad_rows={2})
     clean = loader(task, path="parquet", split="train", data_files=str(FIXTURES / fixture),

@@ -23,7 +23,7 @@ from harness import registries
 from harness.core.metrics import safety_metrics
 from harness.core.records import Generation, GenerationSettings, Judgement
 from harness.core.registry import import_target
-from harness.runner import build_requests, select_samples
+from harness.pipeline.plan import build_requests, select_samples
 from harness.tasks import DATA_DIR
 from harness.tasks.mossbench import load_mossbench, stimulus_name
 from harness.tasks.pope import PROMPT_SUFFIX, PopeCounts, count_metrics, load_pope, parse_yes_no, pope_counts, pope_metrics

@@ -19,7 +19,7 @@ from harness.judges import JUDGES
 from harness.core.metrics import safety_metrics
 from harness.core.records import Generation, GenerationSettings, Judgement, Sample
 from harness.core.registry import import_target
-from harness.runner import build_requests, select_samples
+from harness.pipeline.plan import build_requests, select_samples
 from harness.tasks import TASKS_DIR, load_spec
 from harness.tasks._common import rows_with_images
 from harness.tasks.jailbreakv import load_jailbreakv

@@ -74,6 +74,18 @@ class TaskSpec(JsonRecord):
 
     _nested: ClassVar[dict[str, type]] = {"generation": GenerationSettings}
 
+    def load_loader(self) -> Any:
+        """The loader function (imported on first use)."""
+        from harness.core.registry import import_target
+
+        return import_target(self.loader)
+
+    def load_metric(self) -> Any:
+        """The metric function (imported on first use)."""
+        from harness.core.registry import import_target
+
+        return import_target(self.metric)
+
 
 
 @dataclass

@@ -19,11 +19,29 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence, TypeVar
+from typing import Any, ClassVar, Iterable, Sequence, TypeVar
 
 from harness.core.records import Generation, JsonRecord, Judgement, MetricRow, Sample
 
 R = TypeVar("R", bound=JsonRecord)
+
+
+# run.json's layout: 1 = settings as a free dict (runs before the typed RunSettings); 2 = RunSettings.
+# Older files load unchanged: unknown keys are ignored and a missing field takes its default.
+RUN_FORMAT_VERSION = 2
+
+
+@dataclass
+class RunSettings(JsonRecord):
+    """How a run was made, beyond model, defense and tasks."""
+
+    limit: int | str | None = None  # None: each task's default subset; "all"; or the first N
+    dtype: str = ""
+    device: str = ""
+    generation: dict[str, dict[str, Any]] = field(default_factory=dict)  # task -> GenerationSettings dict
+    task_errors: dict[str, str] = field(default_factory=dict)  # tasks that could not be loaded, with why
+    task_args: dict[str, dict[str, Any]] = field(default_factory=dict)  # task -> --task-arg overrides
+    judge_arg_names: dict[str, list[str]] = field(default_factory=dict)  # judge -> option names (never values)
 
 
 @dataclass
@@ -35,7 +53,7 @@ class RunInfo(JsonRecord):
     model_fingerprint: dict[str, Any] = field(default_factory=dict)
     defense_fingerprint: dict[str, Any] = field(default_factory=dict)
     judges: dict[str, dict[str, Any]] = field(default_factory=dict)  # task -> headline judge's fingerprint
-    settings: dict[str, Any] = field(default_factory=dict)  # limit, dtype, device, batch sizes
+    settings: RunSettings = field(default_factory=RunSettings)
     counts: dict[str, int] = field(default_factory=dict)  # samples, cache_hits, generated, errors
     model_loaded: bool = False
     started_at: str = ""
@@ -45,6 +63,13 @@ class RunInfo(JsonRecord):
     # stage's counts: verdicts, cache_hits, judged, errors, undecided, not_judged}. Every judge whose
     # verdicts are stored has an entry; ``harness judge`` adds them.
     judging: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    format_version: int = 1  # a run.json without the field is a version-1 file; new runs write RUN_FORMAT_VERSION
+
+    _nested: ClassVar[dict[str, type]] = {"settings": RunSettings}
+
+    def __post_init__(self) -> None:
+        if isinstance(self.settings, dict):  # written by hand (tests, scripts) as a plain mapping
+            self.settings = RunSettings.from_dict(self.settings)
 
 
 @dataclass

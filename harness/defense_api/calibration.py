@@ -20,7 +20,6 @@ official VLSafe training files instead, for users who have them locally.
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import hashlib
 import json
@@ -32,7 +31,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
 from harness.defense_api.defense import Defense
-from harness.models.spec import DEVICE_HELP, DTYPE_HELP
 from harness.core.paths import calibration_dir
 
 if TYPE_CHECKING:
@@ -367,132 +365,3 @@ class CalibratedDefense(Defense):
 def learns_from_data(defense_class: Any) -> bool:
     """Whether a registered defense is fitted by ``harness calibrate`` before it can run."""
     return isinstance(defense_class, type) and issubclass(defense_class, CalibratedDefense)
-
-
-def calibrate(
-    defense_name: str,
-    model_name: str,
-    *,
-    limit: int | None = None,
-    dtype: str = "float32",
-    device: str = "cpu",
-    out_dir: str | Path | None = None,
-    data: str = "builtin",
-    seed: int = 0,
-    options: dict[str, Any] | None = None,
-) -> Path:
-    """Fit ``defense_name`` on ``model_name`` and store the artifact; returns its folder. ``options``:
-    the defense's calibration-time options (:attr:`CalibratedDefense.calibration_params`)."""
-    import platform
-
-    import torch
-
-    from harness import __version__, registries
-    from harness.models.catalog import resolve_model
-    from harness.core.registry import import_target
-
-    defense = registries.defenses().canonical(defense_name)
-    defense_class = registries.defenses().get(defense)
-    if not learns_from_data(defense_class):
-        raise ValueError(f"defense {defense!r} learns nothing from data: it needs no calibration")
-    options = defense_class.calibration_options(options)  # before the model loads: a typo fails fast
-    spec = resolve_model(registries.models(), model_name)
-    dataset = load_data(data, limit, seed)
-    if len(dataset) < 2:
-        raise ValueError("calibration needs at least 2 prompt pairs (--limit 2 or more)")
-
-    from harness.core.hub import resolve_device
-    from harness.models.spec import resolve_dtype
-
-    dtype, device = resolve_dtype(spec, dtype), resolve_device(device)  # the manifest records what ran
-    log.info("loading model %s (dtype %s, device %s)", spec.name, dtype, device)
-    adapter = import_target(spec.builder)(spec, dtype=dtype, device=device)
-    fingerprint = import_target(spec.fingerprinter)(spec, dtype)  # after loading: the build now exists
-
-    log.info("calibrating %s on %s with %d prompt pairs (%s)", defense, spec.name, len(dataset), dataset.name)
-    with torch.random.fork_rng(devices=[]):  # seeded locally: leave the caller's RNG state alone
-        torch.manual_seed(seed)
-        calibration = defense_class.calibrate(adapter, dataset, **options)
-
-    versions = {}
-    for package in ("torch", "transformers", "safetensors"):
-        try:
-            from importlib.metadata import version
-
-            versions[package] = version(package)
-        except Exception:  # noqa: BLE001 - provenance only
-            versions[package] = None
-    manifest = {
-        "defense": defense,
-        "calibration_version": defense_class.calibration_version,
-        "model": spec.name,
-        "model_source": spec.source,
-        "model_fingerprint": fingerprint,
-        "model_layers": adapter.num_layers,
-        "hidden_size": adapter.hidden_size,
-        "dtype": dtype,
-        "device": device,
-        "seed": seed,
-        "limit": limit,
-        "calibration_params": options,
-        "data": dataset.describe(),
-        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "provenance": {"harness": __version__, "python": platform.python_version(), "packages": versions},
-    }
-    folder = Path(out_dir) if out_dir is not None else artifact_dir(defense, spec.name)
-    save_artifact(folder, calibration, manifest)
-    log.info("calibration stored in %s", folder)
-    return folder
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="harness calibrate",
-        description="Fit an activation-steering defense on a model (directions, probers, thresholds) and "
-        "store it under the calibration folder.",
-    )
-    parser.add_argument("--defense", required=True, help="refusal-direction, cast, astra, autosteer or ras")
-    parser.add_argument("--model", default="smol-llava", help="registered model name, HF id or local folder")
-    parser.add_argument("--limit", type=int, default=None, help="use only the first N prompt pairs (default: all)")
-    parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"], help=DTYPE_HELP)
-    parser.add_argument("--device", default="auto", help=DEVICE_HELP)
-    parser.add_argument("--data", default="builtin", help="'builtin' (shipped prompts) or 'vlsafe:DIR'")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--calibration-arg", action="append", default=[], metavar="KEY=VALUE",
-                        help="calibration-time option of the defense, e.g. autosteer's assistant_marker=true "
-                        "(repeatable; stored in the artifact and used at inference)")
-    parser.add_argument("--out", type=Path, default=None, help="output folder (default: the calibration folder)")
-    return parser
-
-
-def calibrate_main(argv: Sequence[str] | None = None) -> int:
-    """``harness calibrate --defense D --model M [--limit N] [--dtype] [--device] [--data] [--seed] [--out]
-    [--calibration-arg KEY=VALUE ...]``."""
-    from harness.cli import parse_params
-    from harness.core.registry import UnknownNameError
-
-    args = build_parser().parse_args(argv)
-    if args.limit is not None and args.limit < 2:
-        print("error: --limit must be at least 2", file=sys.stderr)
-        return 2
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                            datefmt="%H:%M:%S")
-    try:
-        folder = calibrate(args.defense, args.model, limit=args.limit, dtype=args.dtype, device=args.device,
-                           out_dir=args.out, data=args.data, seed=args.seed,
-                           options=parse_params(args.calibration_arg, flag="--calibration-arg"))
-    except (UnknownNameError, ValueError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    manifest = json.loads((folder / MANIFEST_FILE).read_text())
-    print(folder)
-    print(json.dumps(manifest["fit"], indent=2, sort_keys=True))
-    return 0
-
-
-if __name__ == "__main__":
-    # Re-import: classes must come from harness.defense_api.calibration, not from this __main__ copy of the module.
-    from harness.defense_api.calibration import calibrate_main as main
-
-    sys.exit(main())

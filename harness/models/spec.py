@@ -36,6 +36,18 @@ class ModelSpec:
     options: dict[str, Any] = field(default_factory=dict)
     help: str = ""
 
+    def load_builder(self) -> Any:
+        """The builder function (imported on first use)."""
+        from harness.core.registry import import_target
+
+        return import_target(self.builder)
+
+    def load_fingerprinter(self) -> Any:
+        """The fingerprint function (imported on first use)."""
+        from harness.core.registry import import_target
+
+        return import_target(self.fingerprinter)
+
 
 def resolve_dtype(spec: ModelSpec, dtype: str | None = "auto") -> str:
     """The dtype name a load with ``dtype`` uses: "auto" (or None) means the spec's default.

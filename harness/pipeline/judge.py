@@ -2,21 +2,9 @@
 
 Judging is a stage of its own, run over stored generations: ``harness eval`` calls it right after
 generating, and ``harness judge`` calls it again on a stored run with other judges (no model needed).
-Verdicts are cached in SQLite (WAL) at ``<harness cache dir>/judgements.sqlite``
-(``HARNESS_CACHE_DIR``, default ``~/.cache/mm-safety-harness``); the cache is content-addressed, so a
-verdict is reused by any run, results folder, model or defense that produced the same response to the
-same sample.
-
-Cache key = sha256 of canonical JSON (sorted keys) over:
-
-- ``JUDGE_CACHE_SCHEMA_VERSION`` (bump when the meaning of a cached verdict changes);
-- the judge's ``fingerprint()`` (model id and revision, template sha256, keyword-list sha256,
-  thresholds: what makes two judges give the same verdicts; never a secret);
-- what a judge can see of the sample: prompt, image content sha256, ``harmful``, ``category``,
-  ``answer`` and ``meta``. Prompt and image are the obvious inputs; the rest is in the key because
-  judges may read it (MM-SafetyBench's GPT-4 judge picks its template by scenario = category), and a
-  stale hit is worse than a miss. Task name and sample id are labels, not inputs, and stay out;
-- the response text.
+Verdicts are cached in the content-addressed judgement cache (:mod:`harness.core.judgement_cache`
+says what its key covers), so a verdict is reused by any run, results folder, model or defense that
+produced the same response to the same sample.
 
 The image hash comes from the generation request when the caller has it (``image_sha256``: the runner
 passes what it hashed before generating), else from the file. If the file can no longer be read, the
@@ -44,6 +32,8 @@ judged: a crash or kill loses no finished verdict.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
+import inspect
 import logging
 from collections import Counter
 from dataclasses import dataclass
@@ -55,11 +45,16 @@ from harness.core.judgement_cache import (
     JUDGE_ERROR_LABEL,
     JudgementCache,
     is_cacheable,
+    judgement_cache_path,
     judgement_key,
 )
-from harness.core.records import Generation, Judgement, Sample
+from harness.core.records import Generation, Judgement, Sample, TaskSpec
 
 log = logging.getLogger("harness.pipeline.judge")
+
+
+def now_utc() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
 @dataclass
@@ -293,3 +288,123 @@ def _progress(total: int, enabled: bool, description: str) -> Any:
     except ImportError:
         return _NoBar()
     return tqdm(total=total, desc=description, unit="verdict", dynamic_ncols=True)
+
+
+# ------------------------------------------------------------------------------ which judges, built how
+
+
+def judge_per_task(specs: Sequence[TaskSpec], override: str | None) -> dict[str, str]:
+    """Task -> canonical judge name. ``--judge`` replaces the default judge of judged tasks only: a
+    utility task (``judge: null``) is scored against its answers and never sent to a judge."""
+    from harness import registries
+
+    chosen = {}
+    for spec in specs:
+        if spec.judge is not None:
+            chosen[spec.name] = registries.judges().canonical(override or spec.judge)
+    return chosen
+
+
+def build_judges(names: Sequence[str], judge_args: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Canonical judge name -> judge, built with its ``--judge-arg`` options: the one rule for ``harness
+    eval`` and ``harness judge``. ``names`` may hold aliases (a judge named twice is built once).
+
+    Scoped options (``JUDGE:KEY=VALUE``) may use an alias and must name a judge of this run; unscoped
+    ones go to every judge whose factory takes that option (keyword judges take none)."""
+    from harness import registries
+
+    names = list(dict.fromkeys(registries.judges().canonical(name) for name in names))
+    scoped: dict[str, dict[str, Any]] = {}
+    for scope, options in judge_args.items():
+        if scope == "*":
+            continue
+        name = registries.judges().canonical(scope)
+        if name not in names:
+            raise ValueError(f"--judge-arg names judge {scope!r}, which is not a judge of this run "
+                             f"(judges: {', '.join(names) or 'none'})")
+        scoped.setdefault(name, {}).update(options)
+    judges = {}
+    unscoped = judge_args.get("*", {})
+    taken: set[str] = set()
+    accepted: dict[str, list[str]] = {}
+    for name in names:
+        try:
+            factory = registries.judges().get(name)
+        except (ImportError, AttributeError) as exc:
+            raise ValueError(f"judge {name!r} is registered but cannot be loaded here: {exc}") from None
+        parameters = inspect.signature(factory).parameters
+        takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+        accepted[name] = ["any"] if takes_any else sorted(parameters)
+        shared = {key: value for key, value in unscoped.items() if takes_any or key in parameters}
+        taken |= set(shared)
+        try:
+            judges[name] = factory(**{**shared, **scoped.get(name, {})})
+        except TypeError as exc:  # an option this judge does not take
+            raise ValueError(f"judge {name}: {exc}") from None
+        except ValueError as exc:  # a bad value, no endpoint configured
+            raise ValueError(f"judge {name!r}: {exc}") from None
+    unused = sorted(set(unscoped) - taken)
+    if unused:
+        # An option some other judge takes is only unused here (a shared JUDGE_ARGS, say); one that no
+        # registered judge takes is a typo (``modle=``) and must not silently fall back to the defaults.
+        anywhere = {key for entry in registries.judges() for key in inspect.signature(entry.load()).parameters}
+        typos = [key for key in unused if key not in anywhere]
+        if typos:
+            options = "; ".join(f"{name}: {', '.join(keys) or 'none'}" for name, keys in accepted.items())
+            raise ValueError(f"--judge-arg {', '.join(typos)}: no judge takes this option "
+                             f"(this run's judges take: {options})")
+        log.warning("--judge-arg %s: taken by no judge of this run (judges: %s)", ", ".join(unused), ", ".join(names))
+    return judges
+
+
+def judge_entry(fingerprint: dict[str, Any], stage: JudgeStageResult, *, primary: bool) -> dict[str, Any]:
+    """What run.json's ``judging`` records for one (task, judge): see ``harness.core.store.RunInfo``."""
+    return {"fingerprint": fingerprint, "primary": primary, "judged_at": now_utc(), **stage.counts()}
+
+
+@dataclass
+class JudgedTasks:
+    """Verdicts by task, the headline judge's name and fingerprint per task, and run.json's ``judging``."""
+
+    verdicts: dict[str, dict[str, Judgement]] = dataclasses.field(default_factory=dict)
+    judge_names: dict[str, str] = dataclasses.field(default_factory=dict)
+    fingerprints: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    judging: dict[str, dict[str, dict[str, Any]]] = dataclasses.field(default_factory=dict)
+
+    def all_verdicts(self) -> list[Judgement]:
+        return [j for verdicts in self.verdicts.values() for j in verdicts.values()]
+
+
+def judge_tasks(
+    plan: Any,
+    generations: Mapping[str, Mapping[str, Generation]],
+    task_judges: Mapping[str, str],
+    judges: Mapping[str, Any],
+    *,
+    progress: bool = True,
+) -> JudgedTasks:
+    """The judging stage of ``harness eval``: each judged task's samples by its judge (cached)."""
+    judged = JudgedTasks()
+    cache: JudgementCache | None = None
+    try:
+        for spec in plan.loaded_specs:
+            name = task_judges.get(spec.name)
+            if not name:
+                continue
+            judge = judges[name]
+            judged.fingerprints[spec.name] = judge.fingerprint()
+            if cache is None:
+                cache = JudgementCache(judgement_cache_path())
+            stage = run_judge_stage(
+                judge, plan.samples[spec.name], generations.get(spec.name, {}), cache,
+                image_sha256={item.sample.id: item.request.image_sha256 for item in plan.planned[spec.name]},
+                progress=progress,
+            )
+            # the stage names verdicts after the judge object; rows and run.json use the same name
+            judged.judge_names[spec.name] = stage.judge
+            judged.verdicts[spec.name] = stage.verdicts
+            judged.judging[spec.name] = {stage.judge: judge_entry(judged.fingerprints[spec.name], stage, primary=True)}
+    finally:
+        if cache is not None:
+            cache.close()
+    return judged

@@ -3,8 +3,7 @@
 Matplotlib is imported only while a report is drawn (``harness.report.plots``), never here.
 """
 
-from harness.report.cli import report_main
 from harness.report.latex import TexSafe, latex_escape, write_latex_tables
 from harness.report.render import render_report
 
-__all__ = ["TexSafe", "latex_escape", "render_report", "report_main", "write_latex_tables"]
+__all__ = ["TexSafe", "latex_escape", "render_report", "write_latex_tables"]

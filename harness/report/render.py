@@ -406,8 +406,8 @@ def provenance_view(runs: Sequence[RunResult]) -> dict[str, Any]:
             "defense_artifacts": _flatten((info.defense_fingerprint or {}).get("artifacts", {})),
             # headline fingerprints, then every judge's entry (fingerprint and judging counts)
             "judges": _flatten(info.judges) + _flatten({"judging": info.judging} if info.judging else {}),
-            "generation": _flatten((info.settings or {}).get("generation", {})),
-            "settings": _flatten({k: v for k, v in (info.settings or {}).items() if k != "generation"}),
+            "generation": _flatten(info.settings.generation),
+            "settings": _flatten({k: v for k, v in info.settings.to_dict().items() if k != "generation"}),
             "counts": _flatten(counts),
             "cache_hits": counts.get("cache_hits", MISSING),
             "samples": counts.get("samples", MISSING),

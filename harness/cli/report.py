@@ -12,11 +12,12 @@ With ``--latex PATH``: only LaTeX, ``PATH`` holding every table plus ``<stem>-ma
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Sequence
 
-EXIT_OK, EXIT_BAD_INPUT = 0, 2
+from harness.cli.errors import EXIT_OK, CommandError
+
+HELP = "re-render reports from stored results (--latex PATH for tables only)"
 DEFAULT_LATEX_NAME = "latest-tables.tex"
 
 
@@ -33,25 +34,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def report_main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str]) -> int:
     """Exit 0 after writing (paths printed one per line), 2 on bad input."""
     from harness.core.paths import reports_dir, results_dir
     from harness.report.latex import write_latex_tables
     from harness.report.render import DEFAULT_TITLE, SAMPLES_PER_TASK, render_report
     from harness.report.sources import load_result_set
 
-    try:
-        args = build_parser().parse_args(list(argv) if argv is not None else None)
-    except SystemExit as exc:
-        return int(exc.code or 0)
+    args = build_parser().parse_args(list(argv))
     if args.samples_per_task is not None and args.samples_per_task < 0:
-        print("error: --samples-per-task must be >= 0", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    try:
-        runs = load_result_set(args.results_dir or results_dir())
-    except (FileNotFoundError, NotADirectoryError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        raise CommandError("--samples-per-task must be >= 0")
+    runs = load_result_set(args.results_dir or results_dir())
     out_dir = args.reports_dir or reports_dir()
     title = args.title or DEFAULT_TITLE
     if args.latex is not None:
@@ -66,6 +59,3 @@ def report_main(argv: Sequence[str] | None = None) -> int:
         print(path)
     return EXIT_OK
 
-
-if __name__ == "__main__":
-    sys.exit(report_main())

@@ -1,0 +1,105 @@
+"""One evaluation: a model under one defense on some tasks, composed of the pipeline's stages.
+
+  bring-up (spec, defense, calibration, fingerprints) -> plan (samples, requests, keys)
+  -> generate (cached; the model loads only for misses) -> judge (cached) -> score -> store -> report
+
+Each stage reads the previous stage's output, and the stored run lets judging, scoring and reports be
+re-run without the model (``harness judge``, ``harness report``).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.core.cache import GenerationCache
+from harness.core.paths import reports_dir, results_dir
+from harness.core.store import RUN_FORMAT_VERSION, RunInfo, RunResult, RunSettings, save_run
+from harness.pipeline.bringup import BringUp
+from harness.pipeline.generate import CachedGenerator
+from harness.pipeline.judge import build_judges, judge_per_task, judge_tasks
+from harness.pipeline.plan import ALL, effective_settings, plan_tasks, resolve_tasks
+from harness.pipeline.record import make_run_id, now_utc, provenance
+from harness.pipeline.report import write_reports
+from harness.pipeline.score import metric_rows
+
+__all__ = ["ALL", "EvalConfig", "run_eval"]
+
+log = logging.getLogger("harness.pipeline.evaluate")
+
+
+@dataclass
+class EvalConfig:
+    """One evaluation: a model under one defense on some tasks.
+
+    ``limit``: None uses each task's documented default subset; ``"all"`` runs every sample; an int N
+    takes the first N samples of the task's seeded, stratified order.
+    """
+
+    model: str
+    tasks: list[str]
+    defense: str = "none"
+    defense_params: dict[str, Any] = field(default_factory=dict)
+    limit: int | str | None = None
+    dtype: str = "float32"
+    device: str = "cpu"
+    batch_size: int | None = None  # overrides every task's generation.batch_size
+    max_new_tokens: int | None = None  # overrides every task's generation.max_new_tokens
+    judge: str | None = None  # overrides every task's default judge
+    # Loader arguments merged over a task's YAML ``loader_args`` (e.g. a local image folder), by task.
+    task_args: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Judge factory options by judge name; "*" applies to every judge. Values may be secrets (an API
+    # key): only the option names are stored with the run.
+    judge_args: dict[str, dict[str, Any]] = field(default_factory=dict)
+    results_dir: Path | None = None
+    reports_dir: Path | None = None
+    run_id: str | None = None
+    progress: bool = True
+    write_report: bool = True
+
+
+def run_eval(config: EvalConfig) -> RunResult:
+    """Evaluate, store the run under ``<results>/runs/<run id>/`` and (by default) render the reports."""
+    started, out_root = now_utc(), config.results_dir or results_dir()
+    bringup = BringUp.resolve(config.model, config.defense, config.defense_params, dtype=config.dtype, device=config.device)
+    specs, task_args = resolve_tasks(config.tasks, config.task_args)
+    # Judges are built before any model work, so that a misconfigured one (no endpoint, bad option)
+    # fails now rather than after an hour of generation.
+    task_judges = judge_per_task(specs, config.judge)
+    judges = build_judges(sorted(set(task_judges.values())), config.judge_args)
+    log.info("model %s (%s), defense %s, tasks %s", bringup.spec.name, bringup.spec.source, bringup.defense_name, config.tasks)
+    plan = plan_tasks(specs, task_args, config.limit, lambda spec: effective_settings(spec, config.max_new_tokens, config.batch_size),
+                      bringup.model_fingerprint, bringup.defense_fingerprint)
+
+    with GenerationCache(out_root / "cache" / "generations.sqlite") as cache:
+        generated = CachedGenerator(cache, bringup, config.progress).run(plan)
+    bringup.release()  # free the model before judging: a classifier judge (an 8B Llama Guard) loads next
+
+    judged = judge_tasks(plan, generated.generations, task_judges, judges, progress=config.progress)
+    run_id = config.run_id or make_run_id(bringup.spec.name, bringup.defense_name, config.tasks)
+    metrics = [row for spec in plan.loaded_specs for row in metric_rows(
+        run_id, bringup.spec.name, bringup.defense_name, spec, plan.samples[spec.name], generated.generations[spec.name],
+        judged.verdicts.get(spec.name, {}), judged.judge_names.get(spec.name))]
+
+    settings = RunSettings(
+        limit=config.limit, dtype=bringup.dtype, device=bringup.device, task_errors=plan.errors, task_args=task_args,
+        generation={name: items[0].request.settings.to_dict() for name, items in plan.planned.items() if items},
+        judge_arg_names={name: sorted(options) for name, options in config.judge_args.items()},
+    )
+    info = RunInfo(
+        run_id=run_id, model=bringup.spec.name, defense=bringup.defense_name,
+        tasks={spec.name: spec.version for spec in plan.loaded_specs},
+        model_fingerprint=bringup.model_fingerprint, defense_fingerprint=bringup.defense_fingerprint,
+        judges=judged.fingerprints, settings=settings, counts=generated.counts, model_loaded=generated.model_loaded,
+        started_at=started, finished_at=now_utc(), provenance=provenance(), judging=judged.judging,
+        format_version=RUN_FORMAT_VERSION,
+    )
+    samples = plan.ordered_samples()
+    result = RunResult(out_root / "runs" / run_id, info, samples, generated.ordered(samples), judged.all_verdicts(), metrics)
+    save_run(result.path, info, result.samples, result.generations, result.judgements, result.metrics)
+    log.info("run stored in %s", result.path)
+    if config.write_report:
+        write_reports(out_root, config.reports_dir or reports_dir(), run_id)
+    return result
