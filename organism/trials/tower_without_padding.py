@@ -1,12 +1,12 @@
 """Throwaway (2026-12-07): the shipped v7 tower on 48 held-out phrase images (every other one with the list),
 with all cells and with the 85 all-black cells (rows 1, 2, 14-16) left out: how often the other cells change class.
 
-    python bench/trials/tower_without_padding.py
+    python -m organism.trials.tower_without_padding   # from the repository root
 """
 import numpy as np
 import torch
 from harness.models.smol_llava import build_smol_llava
-from harness.models.smol_llava_train import *
+from organism.train import *
 from transformers import LlavaForConditionalGeneration, AutoProcessor
 torch.set_num_threads(2)
 path=build_smol_llava()

@@ -18,10 +18,12 @@ minutes, so it can afford thousands of phrases.
 random lower-case letters (4 seeded lines per column), so what the tower reads from the glyph alone
 shows apart from what it has memorised of words.
 
-    python bench/smol_llava_reading_diagnosis.py            # 50 phrases, ~3 min on 2 cores
-    python bench/smol_llava_reading_diagnosis.py --phrases 200 --dump /tmp/reading.json  # 8-12 min
-    python bench/smol_llava_reading_diagnosis.py --phrases 2000 --tower-only --glyphs dgqbp
-    python bench/smol_llava_reading_diagnosis.py --weights /tmp/trial.safetensors  # a trial's vision side
+From the repository root:
+
+    python -m organism.probes.reading_diagnosis            # 50 phrases, ~3 min on 2 cores
+    python -m organism.probes.reading_diagnosis --phrases 200 --dump /tmp/reading.json  # 8-12 min
+    python -m organism.probes.reading_diagnosis --phrases 2000 --tower-only --glyphs dgqbp
+    python -m organism.probes.reading_diagnosis --weights /tmp/trial.safetensors  # a trial's vision side
 """
 
 from __future__ import annotations
@@ -31,8 +33,6 @@ import json
 import sys
 import time
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def main() -> int:
@@ -49,7 +49,8 @@ def main() -> int:
     import torch
     from transformers import AutoProcessor, LlavaForConditionalGeneration
 
-    from harness.models import smol_llava, smol_llava_train as trainer
+    from harness.models import smol_llava
+    from organism import train as trainer
 
     torch.set_num_threads(min(2, torch.get_num_threads()))
     folder = smol_llava.build_smol_llava()

@@ -1,6 +1,6 @@
 """Benchmark: seconds per easy-vqa answer from smol-llava through the harness adapter (not a test).
 
-    .venv/bin/python bench/smol_llava_speed.py [--questions 20] [--threads 2]
+    .venv/bin/python -m organism.probes.speed [--questions 20] [--threads 2]   # from the repository root
 
 Builds smol-llava if needed, then answers easy-vqa test questions one at a time (batch 1, greedy, at most
 8 new tokens: the task's settings) and prints the median and mean wall time per answer, image loading
@@ -14,9 +14,6 @@ import os
 import statistics
 import sys
 import time
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 def main() -> int:

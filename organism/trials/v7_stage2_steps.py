@@ -1,14 +1,14 @@
 """Throwaway: stage 2 alone on the v7 layout with v7b's stage-1 blanks (read back from its projector),
 column 0 of text rows weighing COL0 and the spaces / line ends 20, for STEPS steps. Then reading on the build's 50.
 
-    python bench/trials/v7_stage2_steps.py COL0 STEPS   # 5 400: the lighter column 0; 20 600: v7's recipe
+    python -m organism.trials.v7_stage2_steps COL0 STEPS   # 5 400: the lighter column 0; 20 600: v7's recipe
 """
 import random, sys, time, json
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[2]))
 import torch
 from safetensors.torch import load_file
 from harness.models import smol_llava
-from harness.models import smol_llava_train as t
+from organism import train as t
 COL0 = float(sys.argv[1]); STEPS = int(sys.argv[2])
 torch.manual_seed(0); torch.set_num_threads(2)
 t0 = time.perf_counter()

@@ -3,7 +3,7 @@ import sys, time, random
 import numpy as np, torch
 from PIL import Image
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[2]))
-from harness.models.smol_llava_train import easyvqa_split, easyvqa_captions, processor_pixels
+from organism.train import easyvqa_split, easyvqa_captions, processor_pixels
 from harness.models.smol_llava import vision_config
 from transformers import CLIPVisionModel
 torch.manual_seed(0); torch.set_num_threads(2)

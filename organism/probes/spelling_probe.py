@@ -1,8 +1,8 @@
 """Issue-3 probe: can frozen SmolLM2 read text spelled out one token per character? (Not a test.)
 
-    .venv/bin/python bench/smol_llava_spelling_probe.py [--steps 60] [--batch 8] [--eval 30]
+    .venv/bin/python -m organism.probes.spelling_probe [--steps 60] [--batch 8] [--eval 30]   # from the repository root
 
-This is what chose smol-llava's character layout (``smol_llava_train.cell_tokens``). The exact
+This is what chose smol-llava's character layout (``organism.train.cell_tokens``). The exact
 targets a perfect tower would emit are injected, with no images: each character's own token embedding
 at its cell of the trainer's grid, and a learnt blank vector in every other cell. Only the blank
 vectors are trained, by the trainer's own stage 1 (``train_blanks``) on reading examples alone with
@@ -20,9 +20,6 @@ import argparse
 import random
 import sys
 import time
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def main() -> int:
@@ -35,7 +32,7 @@ def main() -> int:
     import torch
 
     from harness.models import smol_llava
-    from harness.models import smol_llava_train as trainer
+    from organism import train as trainer
 
     torch.manual_seed(0)
     torch.set_num_threads(2)

@@ -1,0 +1,1 @@
+"""Throwaway trial scripts and their logs (smol-llava v7); not maintained, see README.md here."""
