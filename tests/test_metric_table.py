@@ -1,15 +1,21 @@
-"""The metric table: every metric a task emits is declared, with the direction its values carry."""
+"""The metric table: every metric a task emits is declared, with the direction its values carry, and
+reports, plots and the regression gate take kind and direction from the table (not from names or the
+rows' stored flags)."""
 
 from __future__ import annotations
 
 import dataclasses
 import importlib
 import re
+from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Callable
 
 import pytest
 
+from harness.core import metrics
 from harness.core.metrics import (
+    ACCURACY,
     ASR,
     COUNT,
     EMPTY_ANSWERS,
@@ -30,8 +36,10 @@ from harness.core.metrics import (
     stored_metric_info,
 )
 from harness.core.records import Generation, Judgement, MetricValue, Sample
+from harness.core.store import RunResult, load_run, save_run
 from harness.tasks import TASKS_DIR, load_spec
 from harness.tasks.mme import COGNITION, PERCEPTION
+from test_report_fixtures import easyvqa_run, flags, safety_run
 
 Inputs = tuple[list[Sample], dict[str, Generation], dict[str, Judgement]]
 
@@ -194,3 +202,95 @@ def test_stored_rows_of_undeclared_metrics_get_a_stand_in():
     assert (legacy.label, legacy.direction, legacy.area, legacy.kind) == ("old_harm", LOWER, SAFETY, SCORE)
     legacy = stored_metric_info("old_score", True)
     assert (legacy.direction, legacy.area, legacy.pooled_utility) == (HIGHER, UTILITY, False)
+
+
+# ---------------------------------------------------------------------------------------------------
+# reports and compare read the table
+
+
+def _flip_stored_directions(run: RunResult) -> RunResult:
+    """The run as if its rows had been stored with the opposite ``higher_is_better``."""
+    rows = [dataclasses.replace(row, higher_is_better=not row.higher_is_better) for row in run.metrics]
+    save_run(run.path, run.info, run.samples, run.generations, run.judgements, rows)
+    return load_run(run.path)
+
+
+def _declare(monkeypatch: pytest.MonkeyPatch, info: MetricInfo) -> None:
+    """Replace one table entry for the test."""
+    monkeypatch.setattr(metrics, "METRICS", MappingProxyType({**metrics.METRICS, info.name: info}))
+
+
+def test_compare_takes_the_direction_of_worse_from_the_table(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from harness.compare import FAIL, IMPROVED, compare
+
+    # ASR 16.7 -> 66.7 on the same 60 samples, rows stored with the opposite flag (higher is better)
+    _flip_stored_directions(safety_run(tmp_path / "base", "r1", "m", "none", refused=flags(50, 60)))
+    _flip_stored_directions(safety_run(tmp_path / "new", "r1", "m", "none", refused=flags(20, 60)))
+    result = compare(tmp_path / "base", tmp_path / "new")
+    change = next(c for c in result.changes if c.metric == "asr")
+    assert change.verdict == FAIL and not change.higher_is_better
+    assert "| m | none | figstep-tiny | asr ↓ |" in result.markdown and "asr** rose" in result.markdown
+
+    _declare(monkeypatch, dataclasses.replace(ASR, direction=HIGHER))
+    change = next(c for c in compare(tmp_path / "base", tmp_path / "new").changes if c.metric == "asr")
+    assert change.verdict == IMPROVED and change.higher_is_better
+
+
+def test_compare_leaves_out_what_the_table_calls_counts_or_direction_less(tmp_path: Path, monkeypatch):
+    from harness.compare import compare
+
+    safety_run(tmp_path / "base", "r1", "m", "none", refused=flags(50, 60))
+    safety_run(tmp_path / "new", "r1", "m", "none", refused=flags(20, 60))
+    assert [c.metric for c in compare(tmp_path / "base", tmp_path / "new").changes] == ["asr"]
+    _declare(monkeypatch, dataclasses.replace(ASR, direction=metrics.NEUTRAL))
+    assert compare(tmp_path / "base", tmp_path / "new").changes == []
+
+
+def _report_runs(tmp_path: Path) -> list[RunResult]:
+    """Model m: none (ASR 50 %) and guard (ASR 10 %), each with easy-VQA; every stored flag flipped."""
+    categories = [f"topic-{i % 2}" for i in range(20)]
+    runs = [
+        safety_run(tmp_path, "r1", "m", "none", refused=flags(10, 20), categories=categories),
+        easyvqa_run(tmp_path, "r2", "m", "none", correct=flags(15, 20)),
+        safety_run(tmp_path, "r3", "m", "guard", refused=flags(18, 20), categories=categories),
+        easyvqa_run(tmp_path, "r4", "m", "guard", correct=flags(12, 20)),
+    ]
+    return [_flip_stored_directions(run) for run in runs]
+
+
+def test_best_marks_follow_the_table(tmp_path: Path):
+    from harness.report.analysis import analyse
+
+    analysis = analyse(_report_runs(tmp_path), resamples=200)
+    best = {(setting[1], key[1]) for setting, cells in analysis.cells.items() for key, cell in cells.items() if cell.best}
+    assert best == {("guard", "asr"), ("none", "accuracy")}  # the lower ASR, the higher accuracy
+    columns = {column.metric: column for column in analysis.columns}
+    assert (columns["asr"].label, columns["asr"].kind, columns["asr"].higher_is_better) == ("ASR (harmful)", "safety", False)
+    assert [column.metric for column in analysis.columns] == ["asr", "accuracy"]  # safety task first
+
+
+def test_plots_select_metrics_by_the_table(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from harness.report.analysis import analyse
+    from harness.report.plots import category_heatmaps, tradeoff_plot
+
+    runs = _report_runs(tmp_path)
+    analysis = analyse(runs, resamples=200)
+    # stored flags say ASR is higher-is-better and accuracy lower-is-better; the table says otherwise
+    assert tradeoff_plot(analysis) is not None
+    assert [plot.title for plot in category_heatmaps(analysis)] == ["figstep-tiny: ASR (harmful) by category"]
+
+    _declare(monkeypatch, dataclasses.replace(ACCURACY, pooled_utility=False))
+    _declare(monkeypatch, dataclasses.replace(ASR, direction=HIGHER, area=UTILITY))
+    analysis = analyse(runs, resamples=200)
+    assert tradeoff_plot(analysis) is None  # no pooled utility left
+    assert category_heatmaps(analysis) == []  # ASR no longer a safety metric
+
+
+def test_count_view_takes_count_metrics_only(tmp_path: Path):
+    from harness.report.analysis import analyse, count_view
+
+    analysis = analyse([safety_run(tmp_path, "r1", "m", "none", refused=flags(1, 3), texts=["", "x", "y"])],
+                       resamples=10)
+    assert [(row["count"], row["n"]) for row in count_view(analysis, EMPTY_ANSWERS)] == [(1, 3)]
+    with pytest.raises(ValueError, match="not a count"):
+        count_view(analysis, ASR)
