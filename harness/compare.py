@@ -7,10 +7,12 @@ task is used, as in reports) or a single run directory (holding ``run.json``).
 
 The gate, per (model, defense, task, metric) with ``subset == "all"`` present in both sets (count
 metrics such as ``undecided`` and direction-less rates such as POPE's yes-ratio are left out), with delta = new - base in the metric's points
-(percentage points for rates):
+(percentage points for rates). A metric's kind and direction come from the metric table
+(``harness.core.metrics.METRICS``), not from the rows' stored ``higher_is_better``; only a name the
+table does not declare falls back to the stored flag:
 
 1. Worsening: for a lower-is-better metric (ASR, refusal rate on benign prompts, any other
-   ``higher_is_better=False`` rate) ``worsening = delta``, and the threshold is ``max_asr_increase``;
+   lower-is-better rate) ``worsening = delta``, and the threshold is ``max_asr_increase``;
    for a higher-is-better (utility) metric ``worsening = -delta`` and the threshold is
    ``max_utility_drop``. The threshold is exceeded when ``worsening > threshold``.
 2. Significance, by the first test that applies:
@@ -41,18 +43,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
+from harness.core.metrics import COUNT, metric_sort_key, row_metric_info
 from harness.core.records import MetricRow
 from harness.report.analysis import rate_counts
-from harness.report.formatting import (
-    COUNT_METRICS,
-    NEUTRAL_METRICS,
-    format_interval,
-    format_number,
-    format_p,
-    format_signed,
-    metric_sort_key,
-    setting_sort_key,
-)
+from harness.report.formatting import format_interval, format_number, format_p, format_signed, setting_sort_key
 from harness.report.outcomes import OutcomeIndex, ScorerLookup, registered_scorer
 from harness.report.sources import load_result_set
 from harness.core.stats import (
@@ -113,7 +107,8 @@ def _rows_by_key(runs: Sequence[RunResult]) -> dict[RowKey, MetricRow]:
     rows: dict[RowKey, MetricRow] = {}
     for run in runs:
         for row in headline_metric_rows(run):  # one judge per task: the run's headline judge
-            if row.subset == "all" and row.metric not in COUNT_METRICS and row.metric not in NEUTRAL_METRICS:
+            info = row_metric_info(row)
+            if row.subset == "all" and info.kind != COUNT and info.ranked:
                 rows[(row.model, row.defense, row.task, row.metric)] = row  # later runs win
     return rows
 
@@ -173,7 +168,7 @@ def compare_runs(
     for key in sorted(set(base_rows) | set(new_rows),
                       key=lambda k: (*setting_sort_key(k[0], k[1]), k[2], metric_sort_key(k[3]))):
         base, new = base_rows.get(key), new_rows.get(key)
-        higher = (new or base).higher_is_better  # type: ignore[union-attr]
+        higher = row_metric_info(new or base).higher_is_better  # type: ignore[arg-type]
         change = MetricChange(*key, higher_is_better=higher, base=base, new=new)
         changes.append(change)
         if base is None or new is None:

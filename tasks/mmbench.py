@@ -16,7 +16,7 @@ import string
 from collections import defaultdict
 from typing import Mapping, Sequence
 
-from harness.core.metrics import accuracy_metrics, rate
+from harness.core.metrics import CIRCULAR_ACCURACY, VANILLA_ACCURACY, accuracy_metrics, rate
 from harness.core.records import Generation, Judgement, MetricValue, Sample
 from harness.tasks._common import generated_texts, is_missing, load_hf_split, rows_with_images
 
@@ -144,9 +144,9 @@ def mmbench_metrics(
             circular[members[0].category].append(solved)
 
     values = [
-        rate("circular_accuracy", sum(hits), len(hits), subset=subset)
+        rate(CIRCULAR_ACCURACY, sum(hits), len(hits), subset=subset)
         for subset, hits in sorted(circular.items(), key=lambda item: (item[0] != "all", item[0]))
     ]
     originals = [(s, correct[s.id]) for s in samples if s.id in correct and s.meta.get("circular_pass", 0) == 0]
-    values.extend(accuracy_metrics(originals, metric="vanilla_accuracy"))
+    values.extend(accuracy_metrics(originals, metric=VANILLA_ACCURACY))
     return values

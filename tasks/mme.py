@@ -12,7 +12,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Iterable, Mapping, Sequence
 
-from harness.core.metrics import accuracy_metrics, rate
+from harness.core.metrics import ACC_PLUS, MME_COGNITION, MME_PERCEPTION, MME_SCORE, accuracy_metrics, rate, score
 from harness.core.records import Generation, Judgement, MetricValue, Sample
 from harness.tasks._common import load_hf_split, rows_with_images
 
@@ -149,16 +149,14 @@ def mme_metrics(
     scores = mme_scores((s.category or "", s.group or s.id, s.answer or "", text) for s, text in responses)
 
     values: list[MetricValue] = []
-    for kind, subtasks in (("mme_perception", PERCEPTION), ("mme_cognition", COGNITION)):
+    for total, subtasks in ((MME_PERCEPTION, PERCEPTION), (MME_COGNITION, COGNITION)):
         present = [scores[name] for name in subtasks if name in scores]
         if present:
-            values.append(
-                MetricValue(metric=kind, value=sum(s.score for s in present), n=sum(s.n_questions for s in present))
-            )
+            values.append(score(total, sum(s.score for s in present), sum(s.n_questions for s in present)))
     for subtask in sorted(scores, key=_subtask_order):
         result = scores[subtask]
-        values.append(MetricValue(metric="mme_score", value=result.score, n=result.n_questions, subset=subtask))
-        values.append(rate("acc_plus", result.n_images_correct, result.n_images, subset=subtask))
+        values.append(score(MME_SCORE, result.score, result.n_questions, subset=subtask))
+        values.append(rate(ACC_PLUS, result.n_images_correct, result.n_images, subset=subtask))
     values.extend(
         accuracy_metrics(
             (sample, is_correct(text, sample.answer or "")) for sample, text in responses if text is not None

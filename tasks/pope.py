@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
-from harness.core.metrics import rate
+from harness.core.metrics import ACCURACY, F1, PRECISION, RECALL, YES_RATIO, rate, score
 from harness.core.records import Generation, Judgement, MetricValue, Sample
 from harness.tasks._common import ImageRef, data_path, load_hf_split, rows_with_images
 
@@ -169,11 +169,11 @@ def count_metrics(counts: PopeCounts, subset: str = "all") -> list[MetricValue]:
     """accuracy, precision, recall, f1, yes_ratio (percent) of one set of counts."""
     f1 = counts.f1
     return [
-        rate("accuracy", counts.tp + counts.tn, counts.n, subset=subset),
-        rate("precision", counts.tp, counts.tp + counts.fp, subset=subset),
-        rate("recall", counts.tp, counts.tp + counts.fn, subset=subset),
-        MetricValue(metric="f1", value=100.0 * f1 if not math.isnan(f1) else f1, n=counts.n, subset=subset),
-        rate("yes_ratio", counts.tp + counts.fp, counts.n, subset=subset),
+        rate(ACCURACY, counts.tp + counts.tn, counts.n, subset=subset),
+        rate(PRECISION, counts.tp, counts.tp + counts.fp, subset=subset),
+        rate(RECALL, counts.tp, counts.tp + counts.fn, subset=subset),
+        score(F1, 100.0 * f1 if not math.isnan(f1) else f1, counts.n, subset=subset),
+        rate(YES_RATIO, counts.tp + counts.fp, counts.n, subset=subset),
     ]
 
 

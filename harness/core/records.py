@@ -227,9 +227,12 @@ class Judgement(JsonRecord):
 
 @dataclass
 class MetricValue(JsonRecord):
-    """A task metric before it is tied to a (model, defense): what metric functions return."""
+    """A task metric before it is tied to a (model, defense): what metric functions return.
 
-    metric: str  # e.g. "asr", "refusal_rate", "accuracy", "mme_perception"
+    Built with ``harness.core.metrics.rate`` / ``score`` / ``count``, which check ``metric`` against the
+    metric table and take ``higher_is_better`` from it."""
+
+    metric: str  # a name declared in harness.core.metrics.METRICS, e.g. "asr", "accuracy", "mme_perception"
     value: float
     n: int
     ci_low: float | None = None
@@ -240,7 +243,10 @@ class MetricValue(JsonRecord):
 
 @dataclass
 class MetricRow(JsonRecord):
-    """One tidy result row: the unit of reports and comparisons."""
+    """One tidy result row: the unit of reports and comparisons.
+
+    Its JSON shape is fixed so that stored runs load. ``higher_is_better`` is stored as written; readers
+    take a declared metric's direction from the metric table (``harness.core.metrics.row_metric_info``)."""
 
     run_id: str
     model: str

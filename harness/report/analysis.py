@@ -1,10 +1,12 @@
 """What the reports show, computed once from stored runs: shared by the HTML and LaTeX renderers.
 
 - Overview: one row per (model, defense), one column per (task, metric) over ``subset == "all"``
-  rows (count metrics such as ``undecided`` left out), plus the latency ratio to ``none``.
+  rows (count metrics such as ``undecided`` left out), plus the latency ratio to ``none``. What a
+  metric is (label, direction, rate or count, report area, order) comes from the metric table
+  (``harness.core.metrics.row_metric_info``), not from its name or the row's stored flag.
 - Best per column: within each model's block of defenses (defenses are compared on the same model),
   the lowest value of a lower-is-better column or the highest of a higher-is-better one; ties are all
-  marked, and a block with a single value marks nothing.
+  marked, and a block with a single value marks nothing; a direction-less metric's column is never marked.
 - Significance vs ``none``: for each defense cell whose per-sample outcomes and the baseline's can be
   recovered (see ``outcomes``), McNemar's test and a paired bootstrap interval of the difference on the
   shared sample ids; ``*`` marks p < alpha.
@@ -19,16 +21,18 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
-from harness.core.metrics import percentile, wilson_interval
-from harness.core.records import Generation, MetricRow
-from harness.report.formatting import (
-    BASELINE_DEFENSE,
-    COUNT_METRICS,
-    NEUTRAL_METRICS,
-    metric_label,
+from harness.core.metrics import (
+    AREA_ORDER,
+    COUNT,
+    MetricInfo,
+    metric_info,
     metric_sort_key,
-    setting_sort_key,
+    percentile,
+    row_metric_info,
+    wilson_interval,
 )
+from harness.core.records import Generation, MetricRow
+from harness.report.formatting import BASELINE_DEFENSE, setting_sort_key
 from harness.report.outcomes import OutcomeIndex, ScorerLookup, registered_scorer
 from harness.core.stats import (
     ALPHA,
@@ -44,15 +48,7 @@ from harness.core.store import RunResult, headline_metric_rows
 
 Setting = tuple[str, str]  # (model, defense)
 
-KIND_ORDER = ("safety", "over-refusal", "utility")
 RATE_TOLERANCE = 0.05  # points: stored intervals may have been rounded by whoever wrote them
-
-
-def metric_kind(metric: str, higher_is_better: bool) -> str:
-    """"over-refusal" for refusal on benign prompts, "safety" for other lower-is-better rates, else "utility"."""
-    if metric == "refusal_rate":
-        return "over-refusal"
-    return "utility" if higher_is_better else "safety"
 
 
 def rate_counts(row: MetricRow) -> tuple[int, int] | None:
@@ -88,13 +84,24 @@ def unique_metric_rows(runs: Sequence[RunResult]) -> list[MetricRow]:
 @dataclass
 class Column:
     task: str
-    metric: str
-    higher_is_better: bool
-    kind: str
+    info: MetricInfo
+
+    @property
+    def metric(self) -> str:
+        return self.info.name
+
+    @property
+    def higher_is_better(self) -> bool:
+        return self.info.higher_is_better
+
+    @property
+    def kind(self) -> str:
+        """The metric's report area: "safety", "over-refusal" or "utility"."""
+        return self.info.area
 
     @property
     def label(self) -> str:
-        return metric_label(self.metric)
+        return self.info.label
 
     @property
     def key(self) -> tuple[str, str]:
@@ -143,14 +150,21 @@ class CategoryTable:
     """One (task, metric) broken down by category: rows are settings, columns categories."""
 
     task: str
-    metric: str
-    higher_is_better: bool
+    info: MetricInfo
     categories: list[str]
     cells: dict[Setting, dict[str, Cell]]
 
     @property
+    def metric(self) -> str:
+        return self.info.name
+
+    @property
+    def higher_is_better(self) -> bool:
+        return self.info.higher_is_better
+
+    @property
     def label(self) -> str:
-        return metric_label(self.metric)
+        return self.info.label
 
 
 @dataclass
@@ -191,13 +205,10 @@ def _mark_best(values: dict[Setting, float], higher_is_better: bool) -> set[Sett
 def _columns(rows: Iterable[MetricRow]) -> list[Column]:
     columns: dict[tuple[str, str], Column] = {}
     for row in rows:
-        columns.setdefault(
-            (row.task, row.metric),
-            Column(row.task, row.metric, row.higher_is_better, metric_kind(row.metric, row.higher_is_better)),
-        )
+        columns.setdefault((row.task, row.metric), Column(row.task, row_metric_info(row)))
     task_rank: dict[str, int] = {}
     for column in columns.values():
-        rank = KIND_ORDER.index(column.kind)
+        rank = AREA_ORDER.index(column.kind)
         task_rank[column.task] = min(rank, task_rank.get(column.task, rank))
     # a task's columns stay together, safety tasks first, then over-refusal sets, then utility
     return sorted(
@@ -241,7 +252,7 @@ def analyse(
     """Everything both reports need; pass ``store.latest_runs()`` (oldest first, later runs win)."""
     rows = unique_metric_rows(runs)
     outcomes = OutcomeIndex(runs, scorer_lookup)
-    headline = [r for r in rows if r.subset == "all" and r.metric not in COUNT_METRICS]
+    headline = [r for r in rows if r.subset == "all" and row_metric_info(r).kind != COUNT]
     columns = _columns(headline)
 
     successful = _successful(g for run in runs for g in run.generations)
@@ -257,7 +268,7 @@ def analyse(
     comparisons = []
     for column in columns:
         values = {s: c[column.key].row.value for s, c in cells.items() if column.key in c}
-        marked = set() if column.metric in NEUTRAL_METRICS else _mark_best(values, column.higher_is_better)
+        marked = _mark_best(values, column.higher_is_better) if column.info.ranked else set()
         for setting in marked:
             cells[setting][column.key].best = True
         for setting in settings:
@@ -308,7 +319,7 @@ def analyse(
 def _category_tables(rows: Sequence[MetricRow], alpha: float) -> list[CategoryTable]:
     grouped: dict[tuple[str, str], list[MetricRow]] = defaultdict(list)
     for row in rows:
-        if row.subset != "all" and row.metric not in COUNT_METRICS:
+        if row.subset != "all" and row_metric_info(row).kind != COUNT:
             grouped[(row.task, row.metric)].append(row)
     tables = []
     for (task, metric), members in sorted(grouped.items(), key=lambda item: (item[0][0], metric_sort_key(item[0][1]))):
@@ -316,20 +327,23 @@ def _category_tables(rows: Sequence[MetricRow], alpha: float) -> list[CategoryTa
         cells: dict[Setting, dict[str, Cell]] = defaultdict(dict)
         for row in members:
             cells[(row.model, row.defense)][row.subset] = Cell(row, alpha=alpha)
-        higher = members[0].higher_is_better
+        info = row_metric_info(members[0])
         for category in categories:
             values = {s: c[category].row.value for s, c in cells.items() if category in c}
-            for setting in _mark_best(values, higher):
+            for setting in _mark_best(values, info.higher_is_better):
                 cells[setting][category].best = True
         ordered = {s: cells[s] for s in sorted(cells, key=lambda s: setting_sort_key(*s))}
-        tables.append(CategoryTable(task, metric, higher, categories, ordered))
+        tables.append(CategoryTable(task, info, categories, ordered))
     return tables
 
 
-def count_view(analysis: Analysis, metric: str) -> list[dict[str, Any]]:
+def count_view(analysis: Analysis, metric: MetricInfo | str) -> list[dict[str, Any]]:
     """The non-zero rows of a count metric (``undecided``, ``empty_answers``), in table order."""
+    info = metric_info(metric)
+    if info.kind != COUNT:
+        raise ValueError(f"count_view: {info.name!r} is a {info.kind}, not a count")
     return [
         {"model": r.model, "defense": r.defense, "task": r.task, "subset": r.subset, "count": int(r.value), "n": r.n}
         for r in sorted(analysis.rows, key=lambda r: (*setting_sort_key(r.model, r.defense), r.task, r.subset))
-        if r.metric == metric and r.value > 0
+        if r.metric == info.name and r.value > 0
     ]

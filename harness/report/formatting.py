@@ -1,4 +1,5 @@
-"""Number formatting, metric labels and orderings shared by the HTML and LaTeX reports."""
+"""Number formatting and orderings shared by the HTML and LaTeX reports (metric labels, kinds and order
+come from the metric table, ``harness.core.metrics.METRICS``)."""
 
 from __future__ import annotations
 
@@ -6,28 +7,6 @@ import math
 
 MISSING = "n/a"
 BASELINE_DEFENSE = "none"
-
-# Headline metrics first, in this order; any other metric follows alphabetically.
-METRIC_ORDER = ("asr", "refusal_rate", "accuracy", "circular_accuracy", "mme_perception", "mme_cognition")
-# Display names only; a metric without one is shown under its own name.
-METRIC_LABELS = {
-    "asr": "ASR (harmful)",
-    "refusal_rate": "Refusal rate (benign)",
-    "accuracy": "Accuracy",
-    "circular_accuracy": "Circular accuracy",
-    "vanilla_accuracy": "Vanilla accuracy",
-    "mme_perception": "MME perception (score)",
-    "mme_cognition": "MME cognition (score)",
-    "mme_score": "MME score",
-    "acc_plus": "acc+",
-    "undecided": "Undecided (count)",
-    "empty_answers": "Empty answers (count)",
-}
-# Counts rather than rates: shown as notes under the headline table, left out of its comparisons.
-COUNT_METRICS = frozenset({"undecided", "empty_answers"})
-# Rates with no better direction (POPE's yes-ratio: 50 % is unbiased): shown, but never marked best,
-# pooled into a utility axis, or gated by `harness compare`.
-NEUTRAL_METRICS = frozenset({"yes_ratio"})
 
 
 def is_missing(value: float | None) -> bool:
@@ -61,14 +40,6 @@ def format_p(p_value: float | None) -> str:
     if is_missing(p_value):
         return MISSING
     return "<0.001" if p_value < 0.001 else f"{p_value:.3f}"  # type: ignore[operator]
-
-
-def metric_label(metric: str) -> str:
-    return METRIC_LABELS.get(metric, metric)
-
-
-def metric_sort_key(metric: str) -> tuple[int, str]:
-    return (METRIC_ORDER.index(metric) if metric in METRIC_ORDER else len(METRIC_ORDER), metric)
 
 
 def setting_sort_key(model: str, defense: str) -> tuple[str, bool, str]:

@@ -19,6 +19,7 @@ from typing import Any, Callable, Sequence
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
+from harness.core.metrics import EMPTY_ANSWERS
 from harness.report.analysis import Analysis, Cell, Column, LatencySummary, analyse, count_view
 from harness.report.formatting import BASELINE_DEFENSE, format_number, is_missing
 from harness.core.store import RunResult
@@ -257,7 +258,7 @@ def render_tables(
         categories=tex_category_views(analysis, stem, with_ci),
         latency=tex_latency_view(analysis, with_ci),
         agreement=tex_agreement_view(analysis),
-        empty_answers=count_view(analysis, "empty_answers"),
+        empty_answers=count_view(analysis, EMPTY_ANSWERS),
         with_ci=with_ci,
         alpha=analysis.alpha,
         baseline=BASELINE_DEFENSE,

@@ -23,8 +23,8 @@ import math
 from collections import defaultdict
 from typing import Callable, Mapping, Sequence
 
+from harness.core.metrics import ASR, REFUSAL_RATE, metric_sort_key
 from harness.core.records import Generation, Judgement, MetricRow, MetricValue, Sample
-from harness.report.formatting import metric_sort_key
 from harness.core.store import RunResult, primary_judge
 
 log = logging.getLogger("harness.report")
@@ -32,7 +32,8 @@ log = logging.getLogger("harness.report")
 Scorer = Callable[[Sequence[Sample], Mapping[str, Generation], Mapping[str, Judgement]], list[MetricValue]]
 ScorerLookup = Callable[[str], "Scorer | None"]
 
-JUDGED_METRICS = ("asr", "refusal_rate")
+# metrics whose outcomes are the stored judgements (``safety_metrics``), not a re-run of the scorer
+JUDGED_METRICS = (ASR.name, REFUSAL_RATE.name)
 
 
 def registered_scorer(task: str) -> Scorer | None:
@@ -97,7 +98,7 @@ class OutcomeIndex:
             if row.judge is not None and judgement.judge != row.judge:
                 continue
             verdicts[judgement.sample_id] = judgement
-        harmful = row.metric == "asr"
+        harmful = row.metric == ASR.name
         outcomes = {}
         for sample_id, judgement in verdicts.items():
             if samples[sample_id].harmful is not harmful:

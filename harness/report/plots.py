@@ -18,8 +18,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from harness.core.metrics import ASR, SAFETY, row_metric_info
 from harness.core.records import MetricRow
-from harness.report.analysis import Analysis, Setting, metric_kind, rate_counts
+from harness.report.analysis import Analysis, Setting, rate_counts
 from harness.report.formatting import BASELINE_DEFENSE, format_number
 from harness.core.stats import wilson_interval
 
@@ -125,9 +126,10 @@ def tradeoff_plot(analysis: Analysis) -> Plot | None:
     points: dict[str, list[tuple[str, tuple, tuple]]] = {}
     for setting in analysis.settings:
         cells = analysis.cells.get(setting, {})
-        asr = _pooled([c.row for c in cells.values() if c.row.metric == "asr"])
-        # accuracies only: POPE's precision/recall re-count the same answers, its yes-ratio has no direction
-        utility = _pooled([c.row for c in cells.values() if c.row.higher_is_better and "accuracy" in c.row.metric])
+        asr = _pooled([c.row for c in cells.values() if c.row.metric == ASR.name])
+        # the accuracies the metric table marks for pooling (not POPE's precision and recall, which
+        # re-count the answers its accuracy counts, nor its direction-less yes-ratio)
+        utility = _pooled([c.row for c in cells.values() if row_metric_info(c.row).pooled_utility])
         if asr and utility:
             points.setdefault(setting[0], []).append((setting[1], asr, utility))
     if not points:
@@ -177,11 +179,11 @@ def tradeoff_plot(analysis: Analysis) -> Plot | None:
 
 
 def category_heatmaps(analysis: Analysis) -> list[Plot]:
-    """One heatmap per safety (task, metric) with categories (ASR and other lower-is-better rates except
-    over-refusal): settings x categories, values in percent. Other breakdowns stay in the tables."""
+    """One heatmap per (task, metric) with categories whose metric the table puts in the safety area
+    (ASR; not over-refusal): settings x categories, values in percent. Other breakdowns stay in the tables."""
     plots = []
     for table in analysis.category_tables:
-        if metric_kind(table.metric, table.higher_is_better) != "safety":
+        if table.info.area != SAFETY:
             continue
         settings = list(table.cells)
         with_model = len({s[0] for s in settings}) > 1

@@ -24,6 +24,7 @@ from typing import Any, Iterable, Sequence
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from harness.core.latency import latency_stats
+from harness.core.metrics import EMPTY_ANSWERS, UNDECIDED
 from harness.core.records import Generation, Judgement, Sample
 from harness.report import latex
 from harness.report.analysis import (
@@ -469,8 +470,8 @@ def render_html(
         overview=overview_view(analysis),
         comparisons=comparison_view(analysis),
         categories=category_view(analysis),
-        undecided=count_view(analysis, "undecided"),
-        empty_answers=count_view(analysis, "empty_answers"),
+        undecided=count_view(analysis, UNDECIDED),
+        empty_answers=count_view(analysis, EMPTY_ANSWERS),
         judges=judges_view(analysis),
         plots=all_plots(analysis) if plots else [],
         plots_enabled=plots,
