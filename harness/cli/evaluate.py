@@ -45,13 +45,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def format_value(row: Any) -> str:
-    if row.metric == "empty_answers":  # a count out of the judged answers of one kind
+    from harness.core.metrics import COUNT, row_metric_info
+
+    if row_metric_info(row).kind == COUNT:  # a count out of the judged answers of one kind
         return f"{row.value:.0f} of {row.n} ({row.subset})"
     interval = f" [{row.ci_low:.1f}, {row.ci_high:.1f}]" if row.ci_low is not None else ""
     return f"{row.value:.1f}{interval} (n={row.n})"
 
 
 def main(argv: Sequence[str]) -> int:
+    from harness.core.metrics import UNDECIDED
     from harness.pipeline.evaluate import EvalConfig, run_eval
 
     args = build_parser().parse_args(list(argv))
@@ -79,7 +82,7 @@ def main(argv: Sequence[str]) -> int:
     info = result.info
     print(f"\nrun {info.run_id}: {info.counts}  model loaded: {'yes' if info.model_loaded else 'no (all cached)'}")
     for row in result.metrics:
-        if row.subset in SHOWN_SUBSETS and row.metric != "undecided":
+        if row.subset in SHOWN_SUBSETS and row.metric != UNDECIDED.name:
             print(f"  {row.task:<18} {row.metric:<22} {format_value(row)}")
     for task, error in info.settings.task_errors.items():
         print(f"  {task:<18} NOT RUN: {error}")

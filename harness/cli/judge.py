@@ -50,6 +50,7 @@ def summary(result: "RejudgeResult") -> list[str]:
     """What the command prints: each new judge's counts and headline rates, then its agreement with
     every other judge of the task."""
     from harness.core.agreement import pairwise_agreement
+    from harness.core.metrics import UNDECIDED
     from harness.report.formatting import format_number
     from harness.core.store import judge_order
 
@@ -60,7 +61,7 @@ def summary(result: "RejudgeResult") -> list[str]:
         lines.append(f"  {task:<18} {name:<22} {counts['verdicts']} verdicts, {counts['cache_hits']} from cache, "
                      f"{counts['undecided']} undecided ({counts['errors']} judge errors)")
         for row in run.metrics:
-            if row.task == task and row.judge == name and row.subset == "all" and row.metric != "undecided":
+            if row.task == task and row.judge == name and row.subset == "all" and row.metric != UNDECIDED.name:
                 interval = f" [{format_number(row.ci_low)}, {format_number(row.ci_high)}]" if row.ci_low is not None else ""
                 lines.append(f"  {'':<18} {'':<22} {row.metric} {format_number(row.value)}{interval} (n={row.n})")
     new_judges: dict[str, set[str]] = defaultdict(set)

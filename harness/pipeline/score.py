@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from harness.core.metrics import UnknownMetricError, metric_info
 from harness.core.records import Generation, Judgement, MetricRow, Sample, TaskSpec
 
 
@@ -20,6 +21,12 @@ def metric_rows(
     metric = spec.load_metric()
     ok = {sid: g for sid, g in generations.items() if g.ok}
     values = metric(samples, ok, judgements)
+    directions = {}
+    for value in values:  # the metric table, not the metric function, says which way is better
+        try:
+            directions[value.metric] = metric_info(value.metric).higher_is_better
+        except UnknownMetricError as exc:
+            raise UnknownMetricError(f"task {spec.name}: {exc}") from None
     return [
         MetricRow(
             run_id=run_id,
@@ -33,7 +40,7 @@ def metric_rows(
             ci_low=value.ci_low,
             ci_high=value.ci_high,
             subset=value.subset,
-            higher_is_better=value.higher_is_better,
+            higher_is_better=directions[value.metric],
             judge=judge_name,
         )
         for value in values
