@@ -4,7 +4,7 @@ Registers the model class ``defended-mm`` (aliases ``defended_mm``, ``harness-de
 lm-eval's model registry (``lm_eval.api.registry.register_model``). It wraps a
 :class:`harness.defense_api.adapter.VLMAdapter` loaded exactly as :func:`harness.pipeline.evaluate.run_eval` loads one (through :class:`harness.pipeline.bringup.BringUp`)
 (:func:`harness.models.catalog.resolve_model`, the spec's builder and fingerprinter) and a defense from
-the harness registry (``defenses/__init__.py``), prepared the way the runner prepares it (its
+the harness registry (``harness.registries``), prepared the way the pipeline prepares it (its
 calibration artifact is found and hashed in ``Defense.prepare``). Every model call goes through
 ``defense.generate(adapter, requests)``, so prompt, steering, iterative and filtering defenses all act.
 
@@ -17,7 +17,7 @@ Use from Python (importing this module registers the class)::
         model_args="model=smol-llava,defense=refusal-direction,defense_args=coeff:1.0",
         tasks=["chartqa"], limit=20,
     )
-    results["config"]["defense_fingerprint"]      # name, params, calibration sha256 (the runner's cache key part)
+    results["config"]["defense_fingerprint"]      # name, params, calibration sha256 (the pipeline's cache key part)
 
 or from the shell (lm-eval's own CLI, after this module has registered the class)::
 
@@ -51,7 +51,7 @@ or from the shell (lm-eval's own CLI, after this module has registered the class
 
 Provenance in lm-eval's results: ``simple_evaluate`` copies :meth:`DefendedMultimodalLM.get_model_info`
 into ``results["config"]`` (next to ``model`` and ``model_args``): ``defense``, ``defense_params``,
-``defense_fingerprint`` (the exact dict the runner puts into its generation cache key: name, params,
+``defense_fingerprint`` (the exact dict the pipeline puts into its generation cache key: name, params,
 sha256 of every calibration file), ``defense_calibration_sha256``, ``harness_model``,
 ``model_fingerprint``, and the decoding notes below.
 
@@ -467,7 +467,7 @@ class DefendedMultimodalLM(LM):
 
     def get_model_info(self) -> dict[str, Any]:
         """Merged by ``lm_eval.simple_evaluate`` into ``results["config"]``: the defense fingerprint the
-        runner puts into its cache key (name, params, calibration sha256) and the model's identity."""
+        pipeline puts into its cache key (name, params, calibration sha256) and the model's identity."""
         from harness import __version__
 
         fingerprint = self.defense.fingerprint()

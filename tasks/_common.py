@@ -78,7 +78,7 @@ class ImageRef:
 def placeholder_image(task_name: str, sample_id: str, reason: str) -> ImageRef:
     """A path that is never created, for a sample whose image cannot be produced at all.
 
-    The runner's input check then fails that one sample ("image file not found", plus ``reason`` from
+    The pipeline's input check then fails that one sample ("image file not found", plus ``reason`` from
     ``Sample.meta["image_error"]``) before any model work, and the run goes on.
     """
     safe_id = re.sub(r"[^A-Za-z0-9._-]+", "_", sample_id)

@@ -3,7 +3,7 @@
 These benchmarks ship their images apart from the questions (a Google-Drive zip, COCO, a folder of an
 HF repository). One absent image must not sink a whole task, so the loaders always emit the sample
 with the expected path and the reason in ``Sample.meta["image_error"]`` (:class:`harness.tasks._common.ImageRef`);
-the runner's input check (``harness.runner.build_requests`` -> ``harness.core.images.check_image``) then
+the pipeline's input check (``harness.pipeline.plan.build_requests`` -> ``harness.core.images.check_image``) then
 fails that one sample with "image file not found: <path> (<reason>)" before any model work, and the
 run goes on. Images embedded in HF rows go through ``harness.tasks._common.rows_with_images``, which treats an
 empty or undecodable cell the same way.

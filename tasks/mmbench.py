@@ -86,7 +86,7 @@ def load_mmbench(
     """Every row (original and circular copies); id = the row's ``index``.
 
     A row with an empty or undecodable image is kept with ``meta["image_error"]``: it fails alone.
-    Rows are ordered by question, original first; the runner's stratified order
+    Rows are ordered by question, original first; the pipeline's stratified order
     (``stratify_by: category``) shuffles whole circular groups and ``--limit`` never splits one.
     """
     dataset = load_hf_split(path, name, split, data_files, cache_dir)

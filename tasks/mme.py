@@ -56,7 +56,7 @@ def load_mme(
 
     Sample ids are ``<question_id>/q<k>``, k = the question's position among its image's questions.
     A row with an empty or undecodable image is kept with ``meta["image_error"]``: it fails alone.
-    Dataset order; the runner's stratified order (``stratify_by: category``) shuffles whole pairs and
+    Dataset order; the pipeline's stratified order (``stratify_by: category``) shuffles whole pairs and
     interleaves subtasks, and ``--limit`` never splits a pair.
     """
     dataset = load_hf_split(path, name, split, data_files, cache_dir)

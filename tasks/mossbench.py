@@ -31,7 +31,7 @@ Risk, Negated Harm, Counterintuitive Interpretation) via ``harness.core.metrics.
 judge is GPT-4-turbo with the image attached and the refusal-score template of
 ``MOSSBench/evaluation/evaluation_prompts.py`` (``gpt-mossbench``); the offline default is a keyword judge.
 A missing image file never stops loading: the sample keeps the (absent) path and its generation fails
-with ``image file not found: ...`` recorded by the runner.
+with ``image file not found: ...`` recorded by the pipeline.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def stimulus_name(over: str) -> str:
 
 def resolve_image(image_dir: Path, file_name: str) -> Path:
     """``image_dir/<file_name>``, else the same stem with another image suffix; the first candidate
-    when none exists (the runner then records the missing file as the sample's error)."""
+    when none exists (the pipeline then records the missing file as the sample's error)."""
     candidate = image_dir / file_name
     if candidate.is_file():
         return candidate

@@ -26,7 +26,7 @@ Upstream divides by zero when nothing is predicted "yes"; here such a precision 
 The yes-ratio has no better direction (0.5 = unbiased); it is marked higher-is-better only because a
 metric must pick one. A missing COCO image, or an empty or undecodable HF image cell, never stops
 loading: the sample keeps an (absent) path and its generation fails with ``image file not found: ...``
-recorded by the runner.
+recorded by the pipeline.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ given ``safety_warning`` and ``reference_answer`` (kept in ``Sample.meta`` for i
 ``gpt-siuo``. The offline default is a refusal-keyword judge, a coarse proxy: SIUO counts a helpful
 answer that names the hidden risk as safe, which a keyword judge scores as an attack success.
 A missing image file never stops loading: the sample keeps the (absent) path and its generation fails
-with ``image file not found: ...`` recorded by the runner.
+with ``image file not found: ...`` recorded by the pipeline.
 """
 
 from __future__ import annotations

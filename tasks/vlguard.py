@@ -27,7 +27,7 @@ are absolute or relative to ``tasks/data`` (``harness.tasks._common.data_path``)
 stated upstream, so nothing is shipped. Sample id = the image path (the key of the official result
 files); category = harm category for unsafes, image source folder (first path component) for the safe
 subsets, which have no harm label. A missing image file never stops loading: the sample keeps the
-(absent) path and its generation fails with ``image file not found: ...`` recorded by the runner.
+(absent) path and its generation fails with ``image file not found: ...`` recorded by the pipeline.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 A task's YAML names its metric function. Every metric function has the signature
 ``fn(samples, generations, judgements) -> list[MetricValue]`` where ``generations`` and
 ``judgements`` map sample id -> record; samples whose generation failed are absent from both maps and
-are not counted (the runner reports them as errors).
+are not counted (the pipeline reports them as errors).
 
 The metric table (``METRICS``, one :class:`MetricInfo` per metric) is the one place that says what a
 metric name means: its display label, which direction is better, whether it is a rate, a score or a

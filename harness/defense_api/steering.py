@@ -285,7 +285,7 @@ def mean_token_states(adapter: "VLMAdapter", requests: Sequence["Request"], laye
 
 def text_request(prompt: str, *, image: str | None = None, system: str | None = None, task: str = "calibration",
                  sample_id: str = "", max_new_tokens: int = 64) -> "Request":
-    """A request built outside the runner (calibration prompts, intermediate defense stages)."""
+    """A request built outside the pipeline (calibration prompts, intermediate defense stages)."""
     from harness.core.records import GenerationSettings, Request
 
     return Request(task=task, sample_id=sample_id, prompt=prompt, image=image, image_sha256=None, system=system,

@@ -6,7 +6,7 @@ Verdicts are cached in the content-addressed judgement cache (:mod:`harness.core
 says what its key covers), so a verdict is reused by any run, results folder, model or defense that
 produced the same response to the same sample.
 
-The image hash comes from the generation request when the caller has it (``image_sha256``: the runner
+The image hash comes from the generation request when the caller has it (``image_sha256``: the pipeline
 passes what it hashed before generating), else from the file. If the file can no longer be read, the
 generation's key (a hash that already covers the image content at generation time) stands in for it.
 
@@ -280,7 +280,7 @@ class _NoBar:
 
 
 def _progress(total: int, enabled: bool, description: str) -> Any:
-    """A tqdm bar (as the runner's generation bar) when enabled and tqdm is installed."""
+    """A tqdm bar (as the pipeline's generation bar) when enabled and tqdm is installed."""
     if not enabled or total == 0:
         return _NoBar()
     try:

@@ -1,6 +1,6 @@
 """Cost accounting for defenses that run several passes per request.
 
-The runner stores one :class:`~harness.core.records.ModelOutput` per request, and reports read
+The pipeline stores one :class:`~harness.core.records.ModelOutput` per request, and reports read
 ``prefill_s + decode_s`` as the per-sample latency. For an iterative defense that must be the whole
 cost, not the first pass: a :class:`PassLedger` sums every target-model pass a request took part in
 (``prefill_s`` = sum of prefills, ``decode_s`` = sum of decodes) and books the time spent in scorers
