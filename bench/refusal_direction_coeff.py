@@ -38,11 +38,10 @@ def main(argv: list[str] | None = None) -> int:
     from harness.defense_api.calibration import load_data
     from harness.judges.keyword import make_gcg_judge
     from harness.models.catalog import resolve_model
-    from harness.core.registry import import_target
 
     spec = resolve_model(registries.models(), args.model)
-    adapter = import_target(spec.builder)(spec, dtype="float32", device="cpu")
-    fingerprint = import_target(spec.fingerprinter)(spec, "float32")
+    adapter = spec.builder.load()(spec, dtype="float32", device="cpu")
+    fingerprint = spec.fingerprinter.load()(spec, "float32")
     defense_class = registries.defenses().get("refusal-direction")
 
     def defense(coeff: float):

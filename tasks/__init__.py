@@ -1,5 +1,6 @@
 """Task registry: every ``tasks/*.yaml`` is one TaskSpec (data); loaders and metrics are small pure
-functions in the modules of this package, referenced from the YAML as lazy ``module:function`` targets."""
+functions in the modules of this package, referenced from the YAML as ``module:function`` strings
+(lazy references, imported when the task runs)."""
 
 from __future__ import annotations
 

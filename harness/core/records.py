@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, TypeVar
+from typing import Any, Callable, ClassVar, TypeVar
+
+from harness.core.registry import LazyRef
 
 R = TypeVar("R")
 
@@ -48,14 +50,15 @@ class GenerationSettings(JsonRecord):
 class TaskSpec(JsonRecord):
     """A task, as declared in ``tasks/<name>.yaml``: data, not code.
 
-    ``loader`` and ``metric`` are lazy ``"module:function"`` targets; ``judge`` names a registered judge
-    (or is None for tasks scored against references). Nothing in the harness dispatches on ``name``.
+    ``loader`` and ``metric`` are :class:`LazyRef` references to functions, given (and stored by
+    ``to_dict``) as ``"module:function"`` strings; ``judge`` names a registered judge (or is None for
+    tasks scored against references). Nothing in the harness dispatches on ``name``.
     """
 
     name: str
     version: str
-    loader: str
-    metric: str
+    loader: LazyRef[Callable[..., list["Sample"]]]
+    metric: LazyRef[Callable[..., list["MetricValue"]]]
     description: str = ""
     aliases: list[str] = field(default_factory=list)
     loader_args: dict[str, Any] = field(default_factory=dict)
@@ -74,6 +77,12 @@ class TaskSpec(JsonRecord):
 
     _nested: ClassVar[dict[str, type]] = {"generation": GenerationSettings}
 
+    def __post_init__(self) -> None:
+        self.loader = LazyRef.of(self.loader)
+        self.metric = LazyRef.of(self.metric)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "loader": str(self.loader), "metric": str(self.metric)}
 
 
 @dataclass

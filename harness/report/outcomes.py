@@ -39,9 +39,8 @@ def registered_scorer(task: str) -> Scorer | None:
     """The metric function of a registered task, or None when the task (or its module) is unavailable."""
     try:
         from harness import registries
-        from harness.core.registry import import_target
 
-        return import_target(registries.tasks().get(task).metric)
+        return registries.tasks().get(task).metric.load()
     except Exception:  # noqa: BLE001 - an unknown or broken task only loses its paired statistics
         return None
 
