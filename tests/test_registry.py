@@ -18,7 +18,7 @@ import yaml
 
 from harness import registries
 from harness.core.discovery import DeclarationError, declared_classes, declared_functions, register_declarations
-from harness.core.records import GenerationSettings, TaskSpec
+from harness.core.records import GenerationSettings, TaskSpec, UnknownKeyError
 from harness.core.registry import LazyRef, RegistrationError, Registry, UnknownNameError
 from harness.defense_api.defense import Defense
 from harness.judges import JUDGES_DIR, JudgeFactory, judge_factory
@@ -218,7 +218,7 @@ def test_every_task_file_round_trips_with_the_same_strings(path):
     data = spec.to_dict()
     assert (data["loader"], data["metric"]) == (raw["loader"], raw["metric"])
     assert {key: data[key] for key in raw if key != "generation"} == {k: v for k, v in raw.items() if k != "generation"}
-    assert TaskSpec.from_dict(yaml.safe_load(yaml.safe_dump(data))) == spec
+    assert TaskSpec.from_dict(yaml.safe_load(yaml.safe_dump(data)), strict=True) == spec
     assert callable(spec.loader.load()) and callable(spec.metric.load())
 
 
@@ -233,8 +233,37 @@ def test_model_spec_holds_references_and_round_trips_as_strings(spec):
 
 def test_model_spec_from_dict_refuses_unknown_keys():
     spec, _ = model_specs()[0]
-    with pytest.raises(ValueError, match="unknown key.*buidler"):
+    with pytest.raises(UnknownKeyError, match="unknown key.*buidler"):
         ModelSpec.from_dict({**spec.to_dict(), "buidler": "x:y"})
+
+
+# --------------------------------------------------------------------------- strict task files
+
+
+def write_task(tmp_path: Path, **extra) -> Path:
+    raw = {**task_spec().to_dict(), **extra}
+    path = tmp_path / "typo.yaml"
+    path.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    return path
+
+
+def test_a_task_file_with_an_unknown_key_is_refused_naming_key_and_file(tmp_path):
+    path = write_task(tmp_path, judeg="keyword-gcg")
+    with pytest.raises(UnknownKeyError) as info:
+        load_spec(path)
+    message = str(info.value)
+    assert str(path) in message and "unknown key 'judeg'" in message and "did you mean 'judge'" in message
+
+
+def test_a_nested_unknown_key_is_named_with_its_section(tmp_path):
+    path = write_task(tmp_path, generation={"max_new_token": 8})
+    with pytest.raises(UnknownKeyError, match=r"in 'generation': unknown key 'max_new_token' \(did you mean"):
+        load_spec(path)
+
+
+def test_stored_records_stay_lenient():
+    data = {**task_spec().to_dict(), "added_by_a_later_version": 1, "generation": {"max_new_tokens": 8, "x": 1}}
+    assert TaskSpec.from_dict(data) == task_spec(generation=GenerationSettings(max_new_tokens=8))
 
 
 # ------------------------------------------------------------------------ one name, declared once

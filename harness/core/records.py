@@ -9,6 +9,7 @@ stage can be re-run from the previous stage's stored output.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, TypeVar
 
@@ -17,8 +18,16 @@ from harness.core.registry import LazyRef
 R = TypeVar("R")
 
 
+class UnknownKeyError(ValueError):
+    """A key that is not a field of the record, in strict reading (hand-written files)."""
+
+
 class JsonRecord:
-    """Mixin: dataclass <-> JSON-able dict, ignoring unknown keys (forward compatible)."""
+    """Mixin: dataclass <-> JSON-able dict.
+
+    ``from_dict`` ignores unknown keys by default, so that records stored by other versions still load;
+    ``strict=True`` (hand-written files such as task YAML) refuses them, naming each with close matches.
+    """
 
     # field name -> record type, for fields holding a nested record
     _nested: ClassVar[dict[str, type]] = {}
@@ -27,13 +36,26 @@ class JsonRecord:
         return dataclasses.asdict(self)  # type: ignore[call-overload]
 
     @classmethod
-    def from_dict(cls: type[R], data: dict[str, Any]) -> R:
-        names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    def from_dict(cls: type[R], data: dict[str, Any], *, strict: bool = False) -> R:
+        names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+        if strict:
+            unknown = [key for key in data if key not in names]
+            if unknown:
+                raise UnknownKeyError("; ".join(_unknown_key(str(key), names) for key in unknown))
         kwargs = {k: v for k, v in data.items() if k in names}
         for name, record_type in cls._nested.items():  # type: ignore[attr-defined]
             if isinstance(kwargs.get(name), dict):
-                kwargs[name] = record_type.from_dict(kwargs[name])
+                try:
+                    kwargs[name] = record_type.from_dict(kwargs[name], strict=strict)
+                except UnknownKeyError as exc:
+                    raise UnknownKeyError(f"in {name!r}: {exc}") from None
         return cls(**kwargs)
+
+
+def _unknown_key(key: str, names: list[str]) -> str:
+    close = difflib.get_close_matches(key, names, n=2)
+    hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
+    return f"unknown key {key!r}{hint}"
 
 
 @dataclass

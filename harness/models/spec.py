@@ -6,6 +6,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
+from harness.core.records import UnknownKeyError
 from harness.core.registry import LazyRef
 
 if TYPE_CHECKING:
@@ -60,7 +61,7 @@ class ModelSpec:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
-            raise ValueError(f"model spec: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}")
+            raise UnknownKeyError(f"model spec: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}")
         return cls(**data)
 
 
