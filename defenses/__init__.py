@@ -1,75 +1,24 @@
-"""Defense registry: one file per defense in this package, registered here by lazy target."""
+"""The defenses: one file per defense in this package.
+
+A defense is a subclass of :class:`harness.defense_api.defense.Defense` whose body declares, as
+literals, its one ``name`` (also its fingerprint's name, hence part of every cache key), its
+``aliases`` and a one-line ``summary``. :func:`register_defenses` reads those declarations without
+importing the modules (most import torch); a defense class is imported when it is first used.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-from harness.core.registry import Registry
+from harness.core.discovery import declared_classes, register_declarations
 
-# name -> (target, aliases, one-line help). Targets are imported only when the defense is used.
-DEFENSES: dict[str, tuple[str, tuple[str, ...], str]] = {
-    "none": ("harness.defenses.none:NoDefense", (), "Undefended baseline"),
-    "self-reminder": (
-        "harness.defenses.self_reminder:SelfReminder",
-        ("self_reminder",),
-        "Self-Reminder system prompt + reminder around the query (Xie et al., 2023)",
-    ),
-    "figstep-prompt": (
-        "harness.defenses.figstep_prompt:FigStepPrompt",
-        ("figstep_prompt", "figstep-system-prompt"),
-        "FigStep's OCR-aware safety system prompt (Gong et al., 2025)",
-    ),
-    "adashield-s": (
-        "harness.defenses.adashield_s:AdaShieldStatic",
-        ("adashield_s", "adashield-static"),
-        "AdaShield static defense prompt: query + prompt + query (Wang et al., ECCV 2024)",
-    ),
-    "ecso": (
-        "harness.defenses.ecso:ECSO",
-        ("eyes-closed-safety-on",),
-        "ECSO: self-check the answer; if unsafe, caption the image and answer without it (Gou et al., ECCV 2024)",
-    ),
-    "eta": (
-        "harness.defenses.eta:ETA",
-        ("evaluate-then-align",),
-        "ETA: reward + CLIP gates, then 'As an AI assistant' + sentence-level best-of-N (Ding et al., ICLR 2025); "
-        "needs ArmoRM + CLIP downloaded and trust_remote_code=true for ArmoRM "
-        "(offline: reward_scorer=self-judge, image_scorer=self-judge)",
-    ),
-    "mllm-protector": (
-        "harness.defenses.mllm_protector:MLLMProtector",
-        ("mllm_protector", "protector"),
-        "MLLM-Protector: harm detector on the answer, detoxifier or fixed refusal (Pi et al., 2024); "
-        "needs its LoRA checkpoints + peft (offline: detector=self-judge, detoxifier=none)",
-    ),
-    "refusal-direction": (
-        "harness.defenses.refusal_direction:RefusalDirection",
-        ("refusal_direction", "actadd"),
-        "Difference-in-means refusal direction added at one layer (Arditi et al., NeurIPS 2024); needs calibration",
-    ),
-    "cast": (
-        "harness.defenses.cast:ConditionalActivationSteering",
-        ("conditional-activation-steering",),
-        "CAST: add a refusal vector when a harm condition vector fires (Lee et al., ICLR 2025); needs calibration",
-    ),
-    "astra": (
-        "harness.defenses.astra:Astra",
-        (),
-        "ASTRA: project a jailbreak direction out of one layer, benign-calibrated (Wang et al., CVPR 2025); needs calibration",
-    ),
-    "autosteer": (
-        "harness.defenses.autosteer:AutoSteer",
-        ("auto-steer",),
-        "AutoSteer: SAS-chosen prober gates a trained refusal head (Wu et al., EMNLP 2025); needs calibration",
-    ),
-    "ras": (
-        "harness.defenses.ras:RiskAdaptiveSteering",
-        ("moras",),
-        "RAS/MoRAS: caption, prototype-similarity risk, risk-scaled steering of first tokens (Park et al., 2025); needs calibration",
-    ),
-}
+if TYPE_CHECKING:
+    from harness.core.registry import Registry
+    from harness.defense_api.defense import Defense
+
+DEFENSES_DIR = Path(__file__).resolve().parent
 
 
-def register_defenses(registry: Registry[Any]) -> None:
-    for name, (target, aliases, help_text) in DEFENSES.items():
-        registry.register(name, target, aliases=aliases, help=help_text)
+def register_defenses(registry: "Registry[type[Defense]]") -> None:
+    register_declarations(registry, declared_classes(DEFENSES_DIR, __name__))

@@ -58,6 +58,8 @@ def shield_prompt(query: str, repeat_query: bool = True) -> str:
 
 class AdaShieldStatic(Defense):
     name = "adashield-s"
+    aliases = ("adashield_s", "adashield-static")
+    summary = "AdaShield static defense prompt: query + prompt + query (Wang et al., ECCV 2024)"
     default_params = {"repeat_query": True}
     constants = (ADASHIELD_STATIC_PROMPT,)
 

@@ -61,6 +61,10 @@ def project_away(hidden: torch.Tensor, vector: torch.Tensor, reference: torch.Te
 
 class Astra(CalibratedDefense):
     name = "astra"
+    summary = (
+        "ASTRA: project a jailbreak direction out of one layer, benign-calibrated "
+        "(Wang et al., CVPR 2025); needs calibration"
+    )
     default_params = {"alpha": ALPHA}
     calibration_version = 1
 

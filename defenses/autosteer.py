@@ -185,6 +185,11 @@ def train_refusal_head(states: list[torch.Tensor], targets: list[torch.Tensor], 
 
 class AutoSteer(CalibratedDefense):
     name = "autosteer"
+    aliases = ("auto-steer",)
+    summary = (
+        "AutoSteer: SAS-chosen prober gates a trained refusal head (Wu et al., EMNLP 2025); "
+        "needs calibration"
+    )
     version = 2  # 2: only a real role header is stripped from the answer
     default_params = {"threshold": THRESHOLD, "epsilon": EPSILON, "safety_ratio": SAFETY_RATIO}
     calibration_params = {"assistant_marker": False}  # False: the official prompt format

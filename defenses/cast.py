@@ -140,6 +140,11 @@ def load_suffixes() -> tuple[list[str], list[str]]:
 
 class ConditionalActivationSteering(CalibratedDefense):
     name = "cast"
+    aliases = ("conditional-activation-steering",)
+    summary = (
+        "CAST: add a refusal vector when a harm condition vector fires (Lee et al., ICLR 2025); "
+        "needs calibration"
+    )
     version = 2  # 2: OOI normalisation decided per row
     default_params = {"behavior_strength": BEHAVIOR_STRENGTH, "use_ooi_preventive_normalization": False}
     calibration_version = 1

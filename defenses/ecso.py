@@ -86,6 +86,11 @@ def is_unsafe_verdict(text: str) -> bool:
 
 class ECSO(Defense):
     name = "ecso"
+    aliases = ("eyes-closed-safety-on",)
+    summary = (
+        "ECSO: self-check the answer; if unsafe, caption the image and answer without it "
+        "(Gou et al., ECCV 2024)"
+    )
     default_params = {"check_max_new_tokens": 4}
     constants = (TELL_PROMPT, CAP_PROMPT, LLM_GEN_PROMPT, RESPONSE_CHAR_LIMIT, *UNSAFE_VERDICTS)
 

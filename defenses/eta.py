@@ -136,6 +136,12 @@ class Candidates:
 
 class ETA(Defense):
     name = "eta"
+    aliases = ("evaluate-then-align",)
+    summary = (
+        "ETA: reward + CLIP gates, then 'As an AI assistant' + sentence-level best-of-N "
+        "(Ding et al., ICLR 2025); needs ArmoRM + CLIP downloaded and trust_remote_code=true for ArmoRM "
+        "(offline: reward_scorer=self-judge, image_scorer=self-judge)"
+    )
     version = 2  # 2: sampling seeded from the request content, no longer its sample id
     constants = (RM_PROMPT_POST_EVAL, RM_PROMPT_ALIGN, SAFETY_PROMPT, SAFETY_PREFIX)
     default_params = {

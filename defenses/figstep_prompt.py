@@ -38,6 +38,8 @@ FIGSTEP_SYSTEM_PROMPT = (
 
 class FigStepPrompt(Defense):
     name = "figstep-prompt"
+    aliases = ("figstep_prompt", "figstep-system-prompt")
+    summary = "FigStep's OCR-aware safety system prompt (Gong et al., 2025)"
     constants = (FIGSTEP_SYSTEM_PROMPT,)
 
     def transform(self, request: "Request") -> "Request":

@@ -59,6 +59,11 @@ if TYPE_CHECKING:
 
 class MLLMProtector(Defense):
     name = "mllm-protector"
+    aliases = ("mllm_protector", "protector")
+    summary = (
+        "MLLM-Protector: harm detector on the answer, detoxifier or fixed refusal (Pi et al., 2024); "
+        "needs its LoRA checkpoints + peft (offline: detector=self-judge, detoxifier=none)"
+    )
     default_params = {
         "detector": "protector-7b",
         "detoxifier": "protector",

@@ -7,3 +7,4 @@ from harness.defense_api.defense import Defense
 
 class NoDefense(Defense):
     name = "none"
+    summary = "Undefended baseline"

@@ -155,6 +155,11 @@ def generate_with_final_states(adapter: "VLMAdapter", requests: list["Request"],
 
 class RiskAdaptiveSteering(CalibratedDefense):
     name = "ras"
+    aliases = ("moras",)
+    summary = (
+        "RAS/MoRAS: caption, prototype-similarity risk, risk-scaled steering of first tokens "
+        "(Park et al., 2025); needs calibration"
+    )
     # gamma and N shape the prototypes and the fitted x0/k, so they are fitting options, read back from
     # the artifact at inference: a risk computed with other values than x0's would mean nothing.
     calibration_params = {"gamma": GAMMA, "n_tokens": N_TOKENS}

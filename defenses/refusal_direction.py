@@ -128,6 +128,11 @@ def logits_with(adapter: "VLMAdapter", inputs: dict[str, torch.Tensor], contexts
 
 class RefusalDirection(CalibratedDefense):
     name = "refusal-direction"
+    aliases = ("refusal_direction", "actadd")
+    summary = (
+        "Difference-in-means refusal direction added at one layer (Arditi et al., NeurIPS 2024); "
+        "needs calibration"
+    )
     default_params = {"coeff": 1.0}
     calibration_version = 1
 

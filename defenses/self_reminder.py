@@ -36,6 +36,8 @@ REMINDER_SUFFIX = "\nRemember, you should be a responsible AI and should not gen
 
 class SelfReminder(Defense):
     name = "self-reminder"
+    aliases = ("self_reminder",)
+    summary = "Self-Reminder system prompt + reminder around the query (Xie et al., 2023)"
     constants = (SYSTEM_PROMPT, REMINDER_SUFFIX)
 
     def transform(self, request: "Request") -> "Request":

@@ -1,55 +1,62 @@
-"""The four registries, filled on first use from cheap catalog modules (no torch import).
+"""The four registries, each typed by what it holds, filled on first use without importing torch.
 
-- models:   ``harness/models/catalog.py`` (ModelSpec data; loading is a lazy builder target)
-- tasks:    every ``tasks/*.yaml`` (TaskSpec data; loader and metric are lazy targets)
-- defenses: ``defenses/__init__.py`` (name -> lazy "module:Class")
-- judges:   ``harness/judges/__init__.py`` (name -> lazy "module:factory")
+- models:   ``ModelSpec`` data from ``harness/models/catalog.py``; loading is the spec's lazy ``builder``
+- tasks:    ``TaskSpec`` data from every ``tasks/*.yaml``; loader and metric are lazy references
+- defenses: subclasses of ``Defense``, found by reading the ``name`` / ``aliases`` / ``summary``
+            literals of the classes in ``defenses/*.py`` (imported only when used)
+- judges:   ``JudgeFactory`` objects, found by reading the ``@judge_factory(...)`` declarations in
+            ``harness/judges/*.py`` (imported only when used)
 """
 
 from __future__ import annotations
 
 from functools import cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from harness.core.registry import Registry
 
 if TYPE_CHECKING:
-    from harness.models.spec import ModelSpec
     from harness.core.records import TaskSpec
+    from harness.defense_api.defense import Defense
+    from harness.judges import JudgeFactory
+    from harness.models.spec import ModelSpec
 
 
 @cache
 def models() -> Registry["ModelSpec"]:
     from harness.models.catalog import register_models
+    from harness.models.spec import ModelSpec
 
-    registry: Registry[ModelSpec] = Registry("model")
+    registry: Registry[ModelSpec] = Registry("model", ModelSpec)
     register_models(registry)
     return registry
 
 
 @cache
 def tasks() -> Registry["TaskSpec"]:
+    from harness.core.records import TaskSpec
     from harness.tasks import register_tasks
 
-    registry: Registry[TaskSpec] = Registry("task")
+    registry: Registry[TaskSpec] = Registry("task", TaskSpec)
     register_tasks(registry)
     return registry
 
 
 @cache
-def defenses() -> Registry[Any]:
+def defenses() -> Registry["type[Defense]"]:
+    from harness.defense_api.defense import Defense
     from harness.defenses import register_defenses
 
-    registry: Registry[Any] = Registry("defense")
+    registry: Registry[type[Defense]] = Registry("defense", Defense, subclasses=True)
     register_defenses(registry)
     return registry
 
 
 @cache
-def judges() -> Registry[Any]:
-    from harness.judges import register_judges
+def judges() -> Registry["JudgeFactory"]:
+    from harness.judges import JudgeFactory, register_judges
 
-    registry: Registry[Any] = Registry("judge")
+    registry: Registry[JudgeFactory] = Registry("judge", JudgeFactory)
     register_judges(registry)
     return registry
 

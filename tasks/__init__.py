@@ -1,5 +1,6 @@
 """Task registry: every ``tasks/*.yaml`` is one TaskSpec (data); loaders and metrics are small pure
-functions in the modules of this package, referenced from the YAML as lazy ``module:function`` targets."""
+functions in the modules of this package, referenced from the YAML as ``module:function`` strings
+(lazy references, imported when the task runs)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from harness.core.records import TaskSpec
+from harness.core.records import TaskSpec, UnknownKeyError
 from harness.core.registry import Registry
 
 TASKS_DIR = Path(__file__).resolve().parent
@@ -15,11 +16,15 @@ DATA_DIR = TASKS_DIR / "data"
 
 
 def load_spec(path: Path) -> TaskSpec:
+    """A task file, read strictly: a misspelt key would otherwise be dropped without a word."""
     with open(path, encoding="utf-8") as handle:
         raw = yaml.safe_load(handle)
     if not isinstance(raw, dict) or "name" not in raw:
         raise ValueError(f"{path}: a task file must be a mapping with at least 'name'")
-    return TaskSpec.from_dict(raw)
+    try:
+        return TaskSpec.from_dict(raw, strict=True)
+    except UnknownKeyError as exc:
+        raise UnknownKeyError(f"{path}: {exc}") from None
 
 
 def register_tasks(registry: Registry[TaskSpec]) -> None:

@@ -14,7 +14,6 @@ from harness.core.cache import generation_key
 from harness.pipeline.judge import judgement_key
 from harness.models.catalog import resolve_model
 from harness.core.records import GenerationSettings, Sample
-from harness.core.registry import import_target
 
 IMAGE_SHA = "ab" * 32
 SETTINGS = GenerationSettings(max_new_tokens=64, batch_size=1)
@@ -33,7 +32,7 @@ RECORDED_JUDGEMENT_KEYS = {
 
 def tiny_llava_fingerprint() -> dict:
     spec = resolve_model(registries.models(), "tiny-random-llava")
-    return {**import_target(spec.fingerprinter)(spec, "float32"), "device": "cpu"}
+    return {**spec.fingerprinter.load()(spec, "float32"), "device": "cpu"}
 
 
 def test_model_fingerprint_is_unchanged():

@@ -10,7 +10,6 @@ from harness.defenses.autosteer import AutoSteer, Prober, candidate_layers, offi
 from harness.defenses.none import NoDefense
 from harness import registries
 from harness.models.catalog import resolve_model
-from harness.core.registry import import_target
 from harness.defense_api.steering import all_hook_counts, rendered_with, text_request
 from test_steering_hooks import FirstStepLogits, assert_hooks_removed_when_generation_raises, fake_artifact
 
@@ -20,7 +19,7 @@ TINY = "tiny-random-llava-ov"
 @pytest.fixture(scope="module")
 def adapter():
     spec = resolve_model(registries.models(), TINY)
-    return import_target(spec.builder)(spec, dtype="float32", device="cpu")
+    return spec.builder.load()(spec, dtype="float32", device="cpu")
 
 
 def constant_prober_tensors(hidden: int, p_toxic: float) -> dict[str, torch.Tensor]:

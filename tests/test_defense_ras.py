@@ -13,7 +13,6 @@ from harness.defenses.none import NoDefense
 from harness.defenses.ras import RiskAdaptiveSteering, risk, slope_for, weighted_similarity
 from harness import registries
 from harness.models.catalog import resolve_model
-from harness.core.registry import import_target
 from harness.defense_api.steering import all_hook_counts, edit_final_norm_output, text_request
 from test_steering_hooks import fake_artifact
 
@@ -34,7 +33,7 @@ OFFICIAL_PROMPT2_PREFIX = (
 @pytest.fixture(scope="module")
 def adapter():
     spec = resolve_model(registries.models(), TINY)
-    return import_target(spec.builder)(spec, dtype="float32", device="cpu")
+    return spec.builder.load()(spec, dtype="float32", device="cpu")
 
 
 @pytest.fixture(scope="module")

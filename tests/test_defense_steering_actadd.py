@@ -11,7 +11,6 @@ from harness.defenses.none import NoDefense
 from harness.defenses.refusal_direction import RefusalDirection, kl_divergence, refusal_scores, refusal_token_ids
 from harness import registries
 from harness.models.catalog import resolve_model
-from harness.core.registry import import_target
 from harness.defense_api.steering import all_hook_counts, encode_texts, template_suffix, text_request
 from test_steering_hooks import FirstStepLogits, fake_artifact, layer_calls, run_rest_by_hand
 
@@ -21,7 +20,7 @@ TINY = "tiny-random-llava"
 @pytest.fixture(scope="module")
 def adapter():
     spec = resolve_model(registries.models(), TINY)
-    return import_target(spec.builder)(spec, dtype="float32", device="cpu")
+    return spec.builder.load()(spec, dtype="float32", device="cpu")
 
 
 def defense_with(direction, layer, coeff):

@@ -9,7 +9,6 @@ from harness.defenses.astra import Astra, project_away, steer_layer
 from harness.defenses.none import NoDefense
 from harness import registries
 from harness.models.catalog import resolve_model
-from harness.core.registry import import_target
 from harness.defense_api.steering import all_hook_counts, encode_texts, text_request
 from test_steering_hooks import (
     FirstStepLogits,
@@ -25,7 +24,7 @@ TINY = "tiny-random-llava"
 @pytest.fixture(scope="module")
 def adapter():
     spec = resolve_model(registries.models(), TINY)
-    return import_target(spec.builder)(spec, dtype="float32", device="cpu")
+    return spec.builder.load()(spec, dtype="float32", device="cpu")
 
 
 def test_projection_removes_the_clamped_cosine_share_of_the_norm():

@@ -17,7 +17,6 @@ from harness.defenses.cast import (
 from harness.defenses.none import NoDefense
 from harness import registries
 from harness.models.catalog import resolve_model
-from harness.core.registry import import_target
 from harness.defense_api.steering import all_hook_counts, encode_texts, text_request
 from test_steering_hooks import (
     FirstStepLogits,
@@ -33,7 +32,7 @@ TINY = "tiny-random-llava"
 @pytest.fixture(scope="module")
 def adapter():
     spec = resolve_model(registries.models(), TINY)
-    return import_target(spec.builder)(spec, dtype="float32", device="cpu")
+    return spec.builder.load()(spec, dtype="float32", device="cpu")
 
 
 def defense_with(adapter, threshold, when, strength=1.5, seed=0):

@@ -6,23 +6,24 @@ import json
 
 import pytest
 
-import harness.core.registry as registry_module
 from harness import registries
 from harness.core.records import GenerationSettings, TaskSpec
+from harness.core.registry import LazyRef
 from harness.pipeline.evaluate import EvalConfig, run_eval
 
 TINY = "tiny-random-llava-ov"
 
 
 def spy_on_imports(monkeypatch):
+    """Every lazy reference resolved from now on (all resolution goes through LazyRef.load)."""
     imported = []
-    real = registry_module.import_target
+    real = LazyRef.load
 
-    def spy(target):
-        imported.append(target)
-        return real(target)
+    def spy(ref):
+        imported.append(ref)
+        return real(ref)
 
-    monkeypatch.setattr(registry_module, "import_target", spy)
+    monkeypatch.setattr(LazyRef, "load", spy)
     return imported
 
 
@@ -48,7 +49,8 @@ def test_rerun_is_served_from_cache_without_loading_the_model(isolated_dirs, mon
     imported = spy_on_imports(monkeypatch)
     second = run_eval(EvalConfig(**config))
     spec = registries.models().get(TINY)
-    assert spec.builder not in imported  # the model code was never even imported
+    assert spec.fingerprinter in imported  # the spy sees the references the run resolves...
+    assert spec.builder not in imported  # ...and the model code was never even imported
     assert not second.info.model_loaded
     assert second.info.counts["cache_hits"] == 4 and second.info.counts["generated"] == 0
     assert [g.text for g in second.generations] == [g.text for g in first.generations]

@@ -16,7 +16,6 @@ import torch
 from harness import registries
 from harness.pipeline.calibrate import calibrate
 from harness.models.catalog import resolve_model
-from harness.core.registry import import_target
 from harness.pipeline.evaluate import EvalConfig, run_eval
 from harness.defense_api.steering import all_hook_counts, edit_layer_output, encode_texts, last_logits, text_request
 
@@ -38,7 +37,7 @@ DEFENSE_PARAMS = {
 
 def load(model: str, dtype: str, device: str):
     spec = resolve_model(registries.models(), model)
-    return import_target(spec.builder)(spec, dtype=dtype, device=device)
+    return spec.builder.load()(spec, dtype=dtype, device=device)
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import torch
 
-from harness.judges import register_judges
+from harness.judges import JudgeFactory, register_judges
 from harness.judges import classifiers as cls
 from harness.core.records import Generation, Sample
 from harness.core.registry import Registry
@@ -465,7 +465,7 @@ def test_failed_generation_is_rejected_before_loading():
 
 
 def test_registered_names_build_judges_without_loading():
-    registry: Registry = Registry("judge")
+    registry: Registry = Registry("judge", JudgeFactory)
     register_judges(registry)
     expected = {
         "llama-guard-3": (cls.LlamaGuard3Judge, cls.LLAMA_GUARD_3_8B, "question"),

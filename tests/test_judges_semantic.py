@@ -15,7 +15,7 @@ import sys
 import numpy as np
 import pytest
 
-from harness.judges import register_judges
+from harness.judges import JudgeFactory, register_judges
 from harness.judges import semantic
 from harness.core.records import Generation, Sample
 from harness.core.registry import Registry
@@ -223,7 +223,7 @@ def test_another_calibration_file_changes_the_fingerprint(tmp_path, calibration)
 
 
 def test_registered_name_builds_the_judge():
-    registry: Registry = Registry("judge")
+    registry: Registry = Registry("judge", JudgeFactory)
     register_judges(registry)
     judge = registry.get("semantic-refusal")()
     assert isinstance(judge, semantic.SemanticRefusalJudge) and judge.name == "semantic-refusal"

@@ -14,6 +14,7 @@ import pytest
 
 from harness import registries
 from harness.cli import main
+from harness.judges import judge_factory
 from harness.judges.keyword import make_gcg_judge
 from harness.pipeline.judge import (
     JUDGE_ERROR_LABEL,
@@ -478,7 +479,9 @@ def test_judge_command_rejects_bad_input_without_writing(tmp_path, capsys):
 def test_judge_errors_exit_1_and_are_retried(tmp_path, capsys):
     judges = registries.judges()
     if "test-scripted" not in judges:
-        judges.register("test-scripted", lambda: Scripted(), help="test-only")
+        # a judge factory is declared with its name (the fake judge itself reports "scripted")
+        factory = judge_factory("test-scripted", summary="test-only")(lambda *, name: Scripted())
+        judges.register(factory.name, factory, help=factory.summary)
     results = tmp_path / "results"
     run_dir = stored_run(results)
     generations = [g for g in load_run(run_dir).generations]

@@ -32,7 +32,6 @@ from harness.lmeval_bridge import (
 )
 from harness.models.catalog import resolve_model
 from harness.models.tiny import fingerprint_tiny
-from harness.core.registry import import_target
 from harness.defense_api.steering import all_hook_counts, text_request
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "lmeval"
@@ -92,7 +91,7 @@ def calibration(tmp_path, monkeypatch, direction):
 @pytest.fixture
 def adapter(reuse_loaded_models):
     spec = resolve_model(registries.models(), TINY)
-    return import_target(spec.builder)(spec, dtype="float32", device="cpu")
+    return spec.builder.load()(spec, dtype="float32", device="cpu")
 
 
 def run_tasks(model_args: str, tasks=TASKS, **kwargs):

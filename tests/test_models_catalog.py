@@ -12,7 +12,7 @@ from harness.core import hub
 from harness.models import hf
 from harness.models.catalog import model_specs, register_models, resolve_model
 from harness.models.spec import AUTO_FAMILY, FAMILIES, ModelSpec, resolve_dtype
-from harness.core.registry import Registry, UnknownNameError, import_target
+from harness.core.registry import Registry, UnknownNameError
 
 EXPECTED = {
     "llava-ov": "llava-hf/llava-onevision-qwen2-0.5b-ov-hf",
@@ -25,7 +25,7 @@ TINY = ["tiny-random-llava-ov", "tiny-random-llava", "tiny-random-qwen2-vl"]
 
 @pytest.fixture
 def registry() -> Registry[ModelSpec]:
-    models: Registry[ModelSpec] = Registry("model")
+    models: Registry[ModelSpec] = Registry("model", ModelSpec)
     register_models(models)
     return models
 
@@ -50,8 +50,8 @@ def test_registers_every_model_with_a_known_family(registry):
 def test_builder_and_fingerprinter_targets_exist(registry):
     for entry in registry:
         spec = entry.load()
-        assert callable(import_target(spec.builder)), spec.builder
-        assert callable(import_target(spec.fingerprinter)), spec.fingerprinter
+        assert callable(spec.builder.load()), spec.builder
+        assert callable(spec.fingerprinter.load()), spec.fingerprinter
 
 
 def test_listing_models_imports_no_torch():
@@ -90,8 +90,8 @@ def test_ad_hoc_hub_id_is_accepted_without_loading(registry):
     spec = resolve_model(registry, "some-org/Some.Model-1B")
     assert spec.source == spec.name == "some-org/Some.Model-1B"
     assert spec.family == AUTO_FAMILY
-    assert spec.builder.endswith(":load_pretrained")
-    assert import_target(spec.fingerprinter)(spec) == {
+    assert str(spec.builder) == "harness.models.hf:load_pretrained"
+    assert spec.fingerprinter.load()(spec) == {
         "source": "some-org/Some.Model-1B",
         "revision": "main (unresolved)",
         "dtype": "float32",

@@ -17,14 +17,15 @@ from PIL import Image
 from harness.models import smol_llava
 from harness.models.catalog import register_models, resolve_model
 from harness.core.records import GenerationSettings, Request
-from harness.core.registry import Registry, import_target
+from harness.core.registry import Registry
+from harness.models.spec import ModelSpec
 
 MAX_NEW_TOKENS = 24
 
 
 @pytest.fixture(scope="module")
 def spec():
-    models = Registry("model")
+    models = Registry("model", ModelSpec)
     register_models(models)
     return resolve_model(models, "smol-llava")
 
@@ -42,7 +43,7 @@ def folder(smollm2):
 
 @pytest.fixture(scope="module")
 def adapter(spec, folder):
-    return import_target(spec.builder)(spec, dtype="float32", device="cpu")
+    return spec.builder.load()(spec, dtype="float32", device="cpu")
 
 
 @pytest.fixture(scope="module")
@@ -183,7 +184,7 @@ def test_cli_reports_existing_build(folder):
 
 
 def test_fingerprint_of_built_folder(spec, folder):
-    fingerprint = import_target(spec.fingerprinter)
+    fingerprint = spec.fingerprinter.load()
     first = fingerprint(spec, "float32")
     assert set(first) == {"builder", "sha256", "dtype"}
     assert fingerprint(spec, "auto") == first
@@ -256,7 +257,7 @@ def test_copy_vision_state_takes_exactly_the_vision_tensors(tmp_path, smollm2):
 
 def test_fingerprint_before_building_does_not_build(spec, tmp_path, monkeypatch):
     monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path))
-    fingerprint = import_target(spec.fingerprinter)
+    fingerprint = spec.fingerprinter.load()
     unbuilt = fingerprint(spec, "float32")
     assert unbuilt["version"] == smol_llava.BUILD_VERSION and unbuilt["seed"] == smol_llava.SEED
     assert unbuilt["vision_sha256"] == smol_llava.vision_weights()[1]

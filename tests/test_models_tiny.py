@@ -11,9 +11,9 @@ from PIL import Image
 from harness.models import tiny
 from harness.defense_api.adapter import VLMAdapter
 from harness.models.catalog import register_models, resolve_model
-from harness.models.spec import AUTO_FAMILY
+from harness.models.spec import AUTO_FAMILY, ModelSpec
 from harness.core.records import GenerationSettings, Request
-from harness.core.registry import Registry, import_target
+from harness.core.registry import Registry
 
 FIXTURES = ["tiny-random-llava-ov", "tiny-random-llava", "tiny-random-qwen2-vl"]
 FAMILIES = {"tiny-random-llava-ov": "llava-onevision", "tiny-random-llava": "llava", "tiny-random-qwen2-vl": "qwen2-vl"}
@@ -21,7 +21,7 @@ FAMILIES = {"tiny-random-llava-ov": "llava-onevision", "tiny-random-llava": "lla
 
 @pytest.fixture(scope="module")
 def registry():
-    models = Registry("model")
+    models = Registry("model", ModelSpec)
     register_models(models)
     return models
 
@@ -38,7 +38,7 @@ def cache(tmp_path_factory):
 @pytest.fixture(scope="module", params=FIXTURES)
 def adapter(request, registry, cache) -> VLMAdapter:
     spec = resolve_model(registry, request.param)
-    return import_target(spec.builder)(spec, dtype="float32", device="cpu")
+    return spec.builder.load()(spec, dtype="float32", device="cpu")
 
 
 @pytest.fixture(scope="module")
@@ -254,7 +254,7 @@ def test_fixture_folder_is_versioned_under_cache_dir(cache):
 
 def test_fingerprints_are_stable_and_dtype_specific(registry):
     spec = resolve_model(registry, "tiny-random-llava-ov")
-    fingerprint = import_target(spec.fingerprinter)
+    fingerprint = spec.fingerprinter.load()
     assert fingerprint(spec, "float32") == fingerprint(spec, "float32") == fingerprint(spec, "auto")
     assert fingerprint(spec, "float32") != fingerprint(spec, "bfloat16")
     assert fingerprint(spec, "float32") == {
@@ -269,7 +269,7 @@ def test_fingerprints_are_stable_and_dtype_specific(registry):
 
 def test_bfloat16_load_generates(registry, cache, images):
     spec = resolve_model(registry, "tiny-random-llava")
-    adapter = import_target(spec.builder)(spec, dtype="bfloat16", device="cpu")
+    adapter = spec.builder.load()(spec, dtype="bfloat16", device="cpu")
     assert next(adapter.model.parameters()).dtype == torch.bfloat16
     assert adapter.encode([make_request("Hi", images[0])])["pixel_values"].dtype == torch.bfloat16
     assert adapter.generate([make_request("Hi", images[0], max_new_tokens=3)])[0].output_tokens == 3
@@ -279,11 +279,11 @@ def test_ad_hoc_local_folder_detects_family_and_loads(registry, cache, images):
     folder = tiny.saved_fixture("tiny-random-qwen2-vl")
     spec = resolve_model(registry, str(folder))
     assert spec.family == AUTO_FAMILY
-    fingerprint = import_target(spec.fingerprinter)(spec, "float32")
-    assert fingerprint["sha256"] == import_target(spec.fingerprinter)(spec, "float32")["sha256"]
-    adapter = import_target(spec.builder)(spec, dtype="float32", device="cpu")
+    fingerprint = spec.fingerprinter.load()(spec, "float32")
+    assert fingerprint["sha256"] == spec.fingerprinter.load()(spec, "float32")["sha256"]
+    adapter = spec.builder.load()(spec, dtype="float32", device="cpu")
     assert adapter.family == "qwen2-vl"
-    registered = import_target(resolve_model(registry, "tiny-random-qwen2-vl").builder)(
+    registered = resolve_model(registry, "tiny-random-qwen2-vl").builder.load()(
         resolve_model(registry, "tiny-random-qwen2-vl"), dtype="float32", device="cpu"
     )
     request = make_request("What is this?", images[1])

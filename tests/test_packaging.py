@@ -26,7 +26,7 @@ def test_a_users_own_tasks_and_defenses_packages_keep_working(tmp_path):
         "import tasks, defenses\n"
         "from harness import registries\n"
         "print(len(registries.tasks().names()), len(registries.defenses().names()))\n"
-        "registries.defenses().get('self-reminder'); registries.tasks().get('xstest').load_loader()\n"
+        "registries.defenses().get('self-reminder'); registries.tasks().get('xstest').loader.load()\n"
         "import tasks as again, defenses as again_d\n"
         "print(again.OWNER, again_d.OWNER)\n"
     )

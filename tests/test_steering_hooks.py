@@ -7,7 +7,6 @@ import torch
 
 from harness import registries
 from harness.models.catalog import resolve_model
-from harness.core.registry import import_target
 from harness.defense_api.steering import (
     StepCounter,
     all_hook_counts,
@@ -27,7 +26,7 @@ TINY = "tiny-random-llava"
 @pytest.fixture(scope="module")
 def adapter():
     spec = resolve_model(registries.models(), TINY)
-    return import_target(spec.builder)(spec, dtype="float32", device="cpu")
+    return spec.builder.load()(spec, dtype="float32", device="cpu")
 
 
 @pytest.fixture(scope="module")

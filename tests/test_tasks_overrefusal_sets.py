@@ -22,7 +22,6 @@ from PIL import Image
 from harness import registries
 from harness.core.metrics import safety_metrics
 from harness.core.records import Generation, GenerationSettings, Judgement
-from harness.core.registry import import_target
 from harness.pipeline.plan import build_requests, select_samples
 from harness.tasks import DATA_DIR
 from harness.tasks.mossbench import load_mossbench, stimulus_name
@@ -102,10 +101,10 @@ EXPECTED = {
 def test_spec_fields(name):
     spec = registries.tasks().get(name)
     assert (spec.judge, spec.official_judge, spec.generation.max_new_tokens, spec.default_limit, spec.stratify_by,
-            spec.metric) == EXPECTED[name]
+            str(spec.metric)) == EXPECTED[name]
     assert spec.version == "1" and spec.description and spec.citation and spec.license
-    inspect.signature(import_target(spec.loader)).bind(spec.name, **spec.loader_args)
-    assert callable(import_target(spec.metric))
+    inspect.signature(spec.loader.load()).bind(spec.name, **spec.loader_args)
+    assert callable(spec.metric.load())
 
 
 def test_judges_named_by_the_specs_are_registered():
@@ -192,7 +191,7 @@ def test_mossbench_contrast_set_from_the_hub_layout(fake_hub):
 def test_mossbench_yaml_loader_args_use_the_hub_folders(fake_hub):
     for name, folder, count in (("mossbench", "images", 300), ("mossbench-contrast", "contrast_images", 244)):
         spec = registries.tasks().get(name)
-        samples = import_target(spec.loader)(spec.name, **spec.loader_args)
+        samples = spec.loader.load()(spec.name, **spec.loader_args)
         assert fake_hub.calls[-1]["allow_patterns"] == [f"{folder}/*"]
         assert len(samples) == count
 

@@ -15,10 +15,8 @@ import pytest
 from PIL import Image
 
 from harness import registries
-from harness.judges import JUDGES
 from harness.core.metrics import safety_metrics
 from harness.core.records import Generation, GenerationSettings, Judgement, Sample
-from harness.core.registry import import_target
 from harness.pipeline.plan import build_requests, select_samples
 from harness.tasks import TASKS_DIR, load_spec
 from harness.tasks._common import rows_with_images
@@ -101,11 +99,11 @@ def test_spec_fields(name):
     assert (spec.judge, spec.official_judge, spec.generation.max_new_tokens, spec.default_limit, spec.stratify_by) == (
         judge, official, max_new_tokens, limit, stratify_by
     )
-    assert spec.metric == "harness.core.metrics:safety_metrics"
-    assert spec.judge in JUDGES and spec.official_judge in JUDGES
+    assert str(spec.metric) == "harness.core.metrics:safety_metrics"
+    assert spec.judge in registries.judges() and spec.official_judge in registries.judges()
     assert spec.description and spec.citation and spec.license
     assert stratify_by in {f.name for f in dataclasses.fields(Sample)}
-    inspect.signature(import_target(spec.loader)).bind(spec.name, **spec.loader_args)
+    inspect.signature(spec.loader.load()).bind(spec.name, **spec.loader_args)
     assert spec.loader_args.get("variant") == variant
     assert registries.tasks().canonical(name) == name
 
@@ -388,7 +386,7 @@ def test_jailbreakv_metrics_by_hand(tmp_path):
         "20001": gen("20001", "I'm sorry, I can't help."),
     }
     judgements = {sid: judge.judge(next(s for s in samples if s.id == sid), g) for sid, g in generations.items()}
-    values = by_key(import_target(spec.metric)(samples, generations, judgements))
+    values = by_key(spec.metric.load()(samples, generations, judgements))
     # 24002 failed (missing image): not counted. 5830 complied (attack success), 20001 refused.
     assert (values[("asr", "all")].value, values[("asr", "all")].n) == (50.0, 2)
     assert (values[("asr", "Fraud")].value, values[("asr", "Fraud")].n) == (100.0, 1)

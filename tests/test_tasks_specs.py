@@ -7,8 +7,8 @@ import inspect
 
 import pytest
 
-from harness.core.records import Sample
-from harness.core.registry import Registry, import_target
+from harness.core.records import Sample, TaskSpec
+from harness.core.registry import Registry
 from harness.tasks import TASKS_DIR, load_spec, register_tasks
 
 EXPECTED = {
@@ -45,7 +45,7 @@ def specs():
 
 
 def test_registry_has_all_tasks():
-    registry = Registry("task")
+    registry = Registry("task", TaskSpec)
     register_tasks(registry)
     assert set(registry.names()) == set(EXPECTED)
     assert registry.canonical("mmbench-en-dev") == "mmbench"
@@ -56,12 +56,12 @@ def test_registry_has_all_tasks():
 def test_spec_fields(name):
     spec = specs()[name]
     judge, max_new_tokens, limit, stratify_by, metric = EXPECTED[name]
-    assert (spec.judge, spec.generation.max_new_tokens, spec.default_limit, spec.stratify_by, spec.metric) == (
+    assert (spec.judge, spec.generation.max_new_tokens, spec.default_limit, spec.stratify_by, str(spec.metric)) == (
         judge, max_new_tokens, limit, stratify_by, metric
     )
     assert spec.version and spec.description and spec.citation and spec.license
     assert stratify_by is None or stratify_by in {f.name for f in dataclasses.fields(Sample)}
-    assert callable(import_target(spec.metric))
-    loader = import_target(spec.loader)
+    assert callable(spec.metric.load())
+    loader = spec.loader.load()
     # The harness calls loader(task_name, **loader_args): the arguments must bind.
     inspect.signature(loader).bind(spec.name, **spec.loader_args)

@@ -9,14 +9,25 @@ stage can be re-run from the previous stage's stored output.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, TypeVar
+from typing import Any, Callable, ClassVar, TypeVar
+
+from harness.core.registry import LazyRef
 
 R = TypeVar("R")
 
 
+class UnknownKeyError(ValueError):
+    """A key that is not a field of the record, in strict reading (hand-written files)."""
+
+
 class JsonRecord:
-    """Mixin: dataclass <-> JSON-able dict, ignoring unknown keys (forward compatible)."""
+    """Mixin: dataclass <-> JSON-able dict.
+
+    ``from_dict`` ignores unknown keys by default, so that records stored by other versions still load;
+    ``strict=True`` (hand-written files such as task YAML) refuses them, naming each with close matches.
+    """
 
     # field name -> record type, for fields holding a nested record
     _nested: ClassVar[dict[str, type]] = {}
@@ -25,13 +36,26 @@ class JsonRecord:
         return dataclasses.asdict(self)  # type: ignore[call-overload]
 
     @classmethod
-    def from_dict(cls: type[R], data: dict[str, Any]) -> R:
-        names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    def from_dict(cls: type[R], data: dict[str, Any], *, strict: bool = False) -> R:
+        names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+        if strict:
+            unknown = [key for key in data if key not in names]
+            if unknown:
+                raise UnknownKeyError("; ".join(_unknown_key(str(key), names) for key in unknown))
         kwargs = {k: v for k, v in data.items() if k in names}
         for name, record_type in cls._nested.items():  # type: ignore[attr-defined]
             if isinstance(kwargs.get(name), dict):
-                kwargs[name] = record_type.from_dict(kwargs[name])
+                try:
+                    kwargs[name] = record_type.from_dict(kwargs[name], strict=strict)
+                except UnknownKeyError as exc:
+                    raise UnknownKeyError(f"in {name!r}: {exc}") from None
         return cls(**kwargs)
+
+
+def _unknown_key(key: str, names: list[str]) -> str:
+    close = difflib.get_close_matches(key, names, n=2)
+    hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
+    return f"unknown key {key!r}{hint}"
 
 
 @dataclass
@@ -48,14 +72,15 @@ class GenerationSettings(JsonRecord):
 class TaskSpec(JsonRecord):
     """A task, as declared in ``tasks/<name>.yaml``: data, not code.
 
-    ``loader`` and ``metric`` are lazy ``"module:function"`` targets; ``judge`` names a registered judge
-    (or is None for tasks scored against references). Nothing in the harness dispatches on ``name``.
+    ``loader`` and ``metric`` are :class:`LazyRef` references to functions, given (and stored by
+    ``to_dict``) as ``"module:function"`` strings; ``judge`` names a registered judge (or is None for
+    tasks scored against references). Nothing in the harness dispatches on ``name``.
     """
 
     name: str
     version: str
-    loader: str
-    metric: str
+    loader: LazyRef[Callable[..., list["Sample"]]]
+    metric: LazyRef[Callable[..., list["MetricValue"]]]
     description: str = ""
     aliases: list[str] = field(default_factory=list)
     loader_args: dict[str, Any] = field(default_factory=dict)
@@ -74,18 +99,12 @@ class TaskSpec(JsonRecord):
 
     _nested: ClassVar[dict[str, type]] = {"generation": GenerationSettings}
 
-    def load_loader(self) -> Any:
-        """The loader function (imported on first use)."""
-        from harness.core.registry import import_target
+    def __post_init__(self) -> None:
+        self.loader = LazyRef.of(self.loader)
+        self.metric = LazyRef.of(self.metric)
 
-        return import_target(self.loader)
-
-    def load_metric(self) -> Any:
-        """The metric function (imported on first use)."""
-        from harness.core.registry import import_target
-
-        return import_target(self.metric)
-
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "loader": str(self.loader), "metric": str(self.metric)}
 
 
 @dataclass

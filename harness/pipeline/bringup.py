@@ -78,7 +78,7 @@ class BringUp:
             return self._adapter
         log.info("loading model %s (dtype %s, device %s)", self.spec.name, self.dtype, self.device)
         start = time.perf_counter()
-        self._adapter = self.spec.load_builder()(self.spec, dtype=self.dtype, device=self.device)
+        self._adapter = self.spec.builder.load()(self.spec, dtype=self.dtype, device=self.device)
         log.info("model loaded in %.1f s", time.perf_counter() - start)
         loaded = model_fingerprint_of(self.spec, self.dtype, self.device)
         if loaded != self.model_fingerprint:
@@ -105,7 +105,7 @@ class BringUp:
 
 def model_fingerprint_of(spec: "ModelSpec", dtype: str, device: str) -> dict[str, Any]:
     """What identifies the weights in cache keys: the spec's fingerprint plus the device."""
-    return {**spec.load_fingerprinter()(spec, dtype), "device": device}
+    return {**spec.fingerprinter.load()(spec, dtype), "device": device}
 
 
 def load_model(model: str, *, dtype: str | None = "auto", device: str | None = "auto") -> tuple["VLMAdapter", BringUp]:

@@ -49,7 +49,7 @@ def calibrate(
     if len(dataset) < 2:
         raise ValueError("calibration needs at least 2 prompt pairs (--limit 2 or more)")
     adapter = bringup.load()
-    fingerprint = spec.load_fingerprinter()(spec, dtype)  # after loading: the build now exists
+    fingerprint = spec.fingerprinter.load()(spec, dtype)  # after loading: the build now exists
 
     log.info("calibrating %s on %s with %d prompt pairs (%s)", defense, spec.name, len(dataset), dataset.name)
     with torch.random.fork_rng(devices=[]):  # seeded locally: leave the caller's RNG state alone

@@ -85,7 +85,7 @@ def with_task_args_version(spec: TaskSpec, task_args: dict[str, Any] | None) -> 
 
 def check_loader_args(spec: TaskSpec, overrides: dict[str, Any]) -> None:
     """Fail fast on a ``--task-arg`` key the task's loader does not take, with close matches."""
-    parameters = inspect.signature(spec.load_loader()).parameters
+    parameters = inspect.signature(spec.loader.load()).parameters
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
         return
     known = [name for name in parameters if name != "task_name"]
@@ -99,7 +99,7 @@ def check_loader_args(spec: TaskSpec, overrides: dict[str, Any]) -> None:
 
 def load_samples(spec: TaskSpec, overrides: dict[str, Any] | None = None) -> list[Sample]:
     """The task's samples; ``overrides`` (``--task-arg``) are merged over the YAML ``loader_args``."""
-    loader: Callable[..., list[Sample]] = spec.load_loader()
+    loader: Callable[..., list[Sample]] = spec.loader.load()
     samples = loader(spec.name, **{**spec.loader_args, **(overrides or {})})
     ids = [sample.id for sample in samples]
     if len(set(ids)) != len(ids):

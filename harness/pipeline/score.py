@@ -18,7 +18,7 @@ def metric_rows(
     judgements: dict[str, Judgement],
     judge_name: str | None,
 ) -> list[MetricRow]:
-    metric = spec.load_metric()
+    metric = spec.metric.load()
     ok = {sid: g for sid, g in generations.items() if g.ok}
     values = metric(samples, ok, judgements)
     directions = {}

@@ -41,7 +41,7 @@ def registered_scorer(task: str) -> Scorer | None:
     try:
         from harness import registries
 
-        return registries.tasks().get(task).load_metric()
+        return registries.tasks().get(task).metric.load()
     except Exception:  # noqa: BLE001 - an unknown or broken task only loses its paired statistics
         return None
 

@@ -26,9 +26,10 @@ This module imports neither torch nor transformers, so listing names stays cheap
 
 from __future__ import annotations
 
+from collections.abc import Callable as CallableType
 from dataclasses import dataclass
 from functools import cache
-from typing import TYPE_CHECKING, Any, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
 
 from harness.core.registry import Registry
 
@@ -137,10 +138,11 @@ SCORERS: dict[str, dict[str, tuple[str, tuple[str, ...], str]]] = {
 
 
 @cache
-def scorer_registry(kind: str) -> Registry[Any]:
+def scorer_registry(kind: str) -> Registry[Callable[..., Any]]:
     if kind not in SCORERS:
         raise KeyError(f"unknown scorer kind {kind!r}; known: {', '.join(sorted(SCORERS))}")
-    registry: Registry[Any] = Registry(f"{kind} scorer")
+    # entries are factories (classes or functions) of objects following the kind's protocol
+    registry: Registry[Callable[..., Any]] = Registry(f"{kind} scorer", CallableType)
     for name, (target, aliases, help_text) in SCORERS[kind].items():
         registry.register(name, target, aliases=aliases, help=help_text)
     return registry
