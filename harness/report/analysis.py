@@ -81,9 +81,9 @@ def unique_metric_rows(runs: Sequence[RunResult]) -> list[MetricRow]:
     return list(chosen.values())
 
 
-@dataclass
-class Column:
-    task: str
+class DescribedByMetric:
+    """Name, direction and label of a table's metric, read from its ``info`` (the metric table's entry)."""
+
     info: MetricInfo
 
     @property
@@ -95,13 +95,19 @@ class Column:
         return self.info.higher_is_better
 
     @property
+    def label(self) -> str:
+        return self.info.label
+
+
+@dataclass
+class Column(DescribedByMetric):
+    task: str
+    info: MetricInfo
+
+    @property
     def kind(self) -> str:
         """The metric's report area: "safety", "over-refusal" or "utility"."""
         return self.info.area
-
-    @property
-    def label(self) -> str:
-        return self.info.label
 
     @property
     def key(self) -> tuple[str, str]:
@@ -146,25 +152,13 @@ class LatencySummary:
 
 
 @dataclass
-class CategoryTable:
+class CategoryTable(DescribedByMetric):
     """One (task, metric) broken down by category: rows are settings, columns categories."""
 
     task: str
     info: MetricInfo
     categories: list[str]
     cells: dict[Setting, dict[str, Cell]]
-
-    @property
-    def metric(self) -> str:
-        return self.info.name
-
-    @property
-    def higher_is_better(self) -> bool:
-        return self.info.higher_is_better
-
-    @property
-    def label(self) -> str:
-        return self.info.label
 
 
 @dataclass
