@@ -468,7 +468,7 @@ class DefendedMultimodalLM(LM):
     def get_model_info(self) -> dict[str, Any]:
         """Merged by ``lm_eval.simple_evaluate`` into ``results["config"]``: the defense fingerprint the
         pipeline puts into its cache key (name, params, calibration sha256) and the model's identity."""
-        from harness import __version__
+        from harness.core.version import __version__
 
         fingerprint = self.defense.fingerprint()
         return {

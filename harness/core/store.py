@@ -42,6 +42,8 @@ class RunSettings(JsonRecord):
     task_errors: dict[str, str] = field(default_factory=dict)  # tasks that could not be loaded, with why
     task_args: dict[str, dict[str, Any]] = field(default_factory=dict)  # task -> --task-arg overrides
     judge_arg_names: dict[str, list[str]] = field(default_factory=dict)  # judge -> option names (never values)
+    task_limits: dict[str, int | str] = field(default_factory=dict)  # tasks with their own --limit
+    config: dict[str, Any] = field(default_factory=dict)  # the resolved run config (harness.pipeline.config)
 
 
 @dataclass

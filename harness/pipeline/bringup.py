@@ -67,6 +67,17 @@ class BringUp:
         instance.prepare(spec.name, model_fingerprint)
         return cls(spec, defense_name, instance, dtype_name, device_name, model_fingerprint, instance.fingerprint())
 
+    def with_defense(self, defense: str, defense_params: dict[str, Any] | None = None) -> "BringUp":
+        """The same model (and, once loaded, the same weights in memory) under another defense: several
+        defenses in one command load the model at most once."""
+        from harness import registries
+
+        name = registries.defenses().canonical(defense)
+        instance = registries.defenses().get(name)(**(defense_params or {}))
+        instance.prepare(self.spec.name, self.model_fingerprint)
+        return BringUp(self.spec, name, instance, self.dtype, self.device, dict(self.model_fingerprint),
+                       instance.fingerprint(), self._adapter)
+
     @property
     def loaded(self) -> bool:
         return self._adapter is not None

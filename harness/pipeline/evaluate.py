@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from harness.core.cache import GenerationCache
-from harness.core.paths import reports_dir, results_dir
+from harness.core import paths
 from harness.core.store import RUN_FORMAT_VERSION, RunInfo, RunResult, RunSettings, save_run
 from harness.pipeline.bringup import BringUp
+from harness.pipeline.config import RunConfig
 from harness.pipeline.generate import CachedGenerator
 from harness.pipeline.judge import build_judges, judge_per_task, judge_tasks
 from harness.pipeline.plan import ALL, effective_settings, plan_tasks, resolve_tasks
@@ -25,7 +26,7 @@ from harness.pipeline.record import make_run_id, now_utc, provenance
 from harness.pipeline.report import write_reports
 from harness.pipeline.score import metric_rows
 
-__all__ = ["ALL", "EvalConfig", "run_eval"]
+__all__ = ["ALL", "EvalConfig", "run_config", "run_eval"]
 
 log = logging.getLogger("harness.pipeline.evaluate")
 
@@ -53,29 +54,37 @@ class EvalConfig:
     # Judge factory options by judge name; "*" applies to every judge. Values may be secrets (an API
     # key): only the option names are stored with the run.
     judge_args: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Per-task limits over ``limit`` (a run config's ``tasks: [{name, limit}]``), by task name or alias.
+    task_limits: dict[str, int | str] = field(default_factory=dict)
     results_dir: Path | None = None
     reports_dir: Path | None = None
     run_id: str | None = None
     progress: bool = True
     write_report: bool = True
+    run_config: dict[str, Any] = field(default_factory=dict)  # stored as the run's settings.config
 
 
-def run_eval(config: EvalConfig) -> RunResult:
-    """Evaluate, store the run under ``<results>/runs/<run id>/`` and (by default) render the reports."""
-    started, out_root = now_utc(), config.results_dir or results_dir()
-    bringup = BringUp.resolve(config.model, config.defense, config.defense_params, dtype=config.dtype, device=config.device)
+def run_eval(config: EvalConfig, bringup: BringUp | None = None, *, keep_loaded: bool = False) -> RunResult:
+    """Evaluate, store the run under ``<results>/runs/<run id>/`` and (by default) render the reports.
+    ``bringup``: the model under ``config.defense``, brought up already (several defenses, one model);
+    ``keep_loaded`` keeps its weights in memory for the next defense."""
+    started, out_root = now_utc(), config.results_dir or paths.results_dir()
+    bringup = bringup or BringUp.resolve(config.model, config.defense, config.defense_params, dtype=config.dtype, device=config.device)
     specs, task_args = resolve_tasks(config.tasks, config.task_args)
+    task_limits = resolve_task_limits(config.task_limits, specs)
     # Judges are built before any model work, so that a misconfigured one (no endpoint, bad option)
     # fails now rather than after an hour of generation.
     task_judges = judge_per_task(specs, config.judge)
     judges = build_judges(sorted(set(task_judges.values())), config.judge_args)
     log.info("model %s (%s), defense %s, tasks %s", bringup.spec.name, bringup.spec.source, bringup.defense_name, config.tasks)
-    plan = plan_tasks(specs, task_args, config.limit, lambda spec: effective_settings(spec, config.max_new_tokens, config.batch_size),
+    plan = plan_tasks(specs, task_args, lambda spec: task_limits.get(spec.name, config.limit),
+                      lambda spec: effective_settings(spec, config.max_new_tokens, config.batch_size),
                       bringup.model_fingerprint, bringup.defense_fingerprint)
 
     with GenerationCache(out_root / "cache" / "generations.sqlite") as cache:
         generated = CachedGenerator(cache, bringup, config.progress).run(plan)
-    bringup.release()  # free the model before judging: a classifier judge (an 8B Llama Guard) loads next
+    if not keep_loaded:
+        bringup.release()  # free the model before judging: a classifier judge (an 8B Llama Guard) loads next
 
     judged = judge_tasks(plan, generated.generations, task_judges, judges, progress=config.progress)
     run_id = config.run_id or make_run_id(bringup.spec.name, bringup.defense_name, config.tasks)
@@ -87,6 +96,7 @@ def run_eval(config: EvalConfig) -> RunResult:
         limit=config.limit, dtype=bringup.dtype, device=bringup.device, task_errors=plan.errors, task_args=task_args,
         generation={name: items[0].request.settings.to_dict() for name, items in plan.planned.items() if items},
         judge_arg_names={name: sorted(options) for name, options in config.judge_args.items()},
+        task_limits=task_limits, config=config.run_config,
     )
     info = RunInfo(
         run_id=run_id, model=bringup.spec.name, defense=bringup.defense_name,
@@ -101,5 +111,47 @@ def run_eval(config: EvalConfig) -> RunResult:
     save_run(result.path, info, result.samples, result.generations, result.judgements, result.metrics)
     log.info("run stored in %s", result.path)
     if config.write_report:
-        write_reports(out_root, config.reports_dir or reports_dir(), run_id)
+        write_reports(out_root, config.reports_dir or paths.reports_dir(), run_id)
     return result
+
+
+def resolve_task_limits(task_limits: dict[str, int | str], specs: list[Any]) -> dict[str, int | str]:
+    """Per-task limits by canonical name; a limit for a task not being run is an error."""
+    from harness import registries
+
+    by_task = {registries.tasks().canonical(name): limit for name, limit in task_limits.items()}
+    stray = sorted(set(by_task) - {spec.name for spec in specs})
+    if stray:
+        raise ValueError(f"a limit names task(s) that are not being run: {', '.join(stray)}")
+    return by_task
+
+
+def run_config(config: RunConfig, *, results_dir: Path | None = None, reports_dir: Path | None = None,
+               progress: bool = True, write_report: bool = True) -> list[RunResult]:
+    """One run per defense of ``config``, in order; the model loads at most once (and not at all when
+    every generation is cached), and one report compares them."""
+    runs: list[RunResult] = []
+    shared: BringUp | None = None  # the latest bring-up whose weights are in memory
+    try:
+        for choice in config.defenses:
+            eval_config = EvalConfig(
+                model=config.model, tasks=[task.name for task in config.tasks], defense=choice.name,
+                defense_params=choice.args, limit=config.limit, dtype=config.dtype, device=config.device,
+                batch_size=config.batch_size, max_new_tokens=config.max_new_tokens, judge=config.judge,
+                task_args={task.name: task.args for task in config.tasks if task.args},
+                task_limits={task.name: task.limit for task in config.tasks if task.limit is not None},
+                judge_args=config.judge_args, results_dir=results_dir, reports_dir=reports_dir,
+                progress=progress, write_report=False, run_config=config.to_dict(),
+            )
+            bringup = shared.with_defense(choice.name, choice.args) if shared else None
+            bringup = bringup or BringUp.resolve(config.model, choice.name, choice.args, dtype=config.dtype, device=config.device)
+            runs.append(run_eval(eval_config, bringup, keep_loaded=True))
+            if bringup.loaded:
+                shared = bringup
+    finally:
+        if shared is not None:
+            shared.release()
+    if write_report and runs:
+        write_reports(results_dir or paths.results_dir(), reports_dir or paths.reports_dir(),
+                      runs[0].info.run_id if len(runs) == 1 else None)
+    return runs

@@ -219,7 +219,7 @@ def resolve_tasks(names: Sequence[str], task_args: dict[str, dict[str, Any]]) ->
 def plan_tasks(
     specs: Sequence[TaskSpec],
     task_args: dict[str, dict[str, Any]],
-    limit: int | str | None,
+    limit: Callable[[TaskSpec], int | str | None],
     settings: Callable[[TaskSpec], GenerationSettings],
     model_fingerprint: dict[str, Any],
     defense_fingerprint: dict[str, Any],
@@ -229,7 +229,7 @@ def plan_tasks(
     plan = TaskPlan(list(specs))
     for spec in specs:
         try:
-            samples = select_samples(spec, load_samples(spec, task_args.get(spec.name)), limit)
+            samples = select_samples(spec, load_samples(spec, task_args.get(spec.name)), limit(spec))
         except Exception as exc:  # noqa: BLE001 - one unavailable task must not sink the others
             log.error("task %s could not be loaded: %s", spec.name, exc)
             plan.errors[spec.name] = f"{type(exc).__name__}: {exc}"

@@ -8,7 +8,7 @@ import platform
 import subprocess
 from typing import Any
 
-from harness import __version__
+from harness.core.version import __version__
 from harness.core.paths import PROJECT_ROOT
 
 
