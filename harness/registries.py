@@ -6,6 +6,8 @@
             literals of the classes in ``defenses/*.py`` (imported only when used)
 - judges:   ``JudgeFactory`` objects, found by reading the ``@judge_factory(...)`` declarations in
             ``harness/judges/*.py`` (imported only when used)
+
+Installed plugins (entry points) and ``--include-path`` folders add to them: :mod:`harness.plugins`.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from functools import cache
 from typing import TYPE_CHECKING
 
 from harness.core.registry import Registry
+from harness.plugins import register_component_plugins, register_task_folder, register_task_plugins
 
 if TYPE_CHECKING:
     from harness.core.records import TaskSpec
@@ -39,6 +42,7 @@ def tasks() -> Registry["TaskSpec"]:
 
     registry: Registry[TaskSpec] = Registry("task", TaskSpec)
     register_tasks(registry)
+    register_task_plugins(registry)
     return registry
 
 
@@ -49,6 +53,7 @@ def defenses() -> Registry["type[Defense]"]:
 
     registry: Registry[type[Defense]] = Registry("defense", Defense, subclasses=True)
     register_defenses(registry)
+    register_component_plugins("defenses", registry)
     return registry
 
 
@@ -58,7 +63,14 @@ def judges() -> Registry["JudgeFactory"]:
 
     registry: Registry[JudgeFactory] = Registry("judge", JudgeFactory)
     register_judges(registry)
+    register_component_plugins("judges", registry)
     return registry
+
+
+def include_task_folders(folders: list[str] | tuple[str, ...]) -> None:
+    """Add the task files of each folder (``--include-path``) to the task registry."""
+    for folder in folders:
+        register_task_folder(tasks(), folder)
 
 
 REGISTRIES = {"models": models, "tasks": tasks, "defenses": defenses, "judges": judges}

@@ -27,7 +27,12 @@ def load_spec(path: Path) -> TaskSpec:
         raise UnknownKeyError(f"{path}: {exc}") from None
 
 
-def register_tasks(registry: Registry[TaskSpec]) -> None:
-    for path in sorted(TASKS_DIR.glob("*.yaml")):
+def register_tasks(registry: Registry[TaskSpec], folder: Path = TASKS_DIR, origin: str = "") -> list[str]:
+    """Register every task file of ``folder`` (the shipped tasks by default); returns their names."""
+    names = []
+    for path in sorted(Path(folder).glob("*.yaml")):
         spec = load_spec(path)
-        registry.register(spec.name, spec, aliases=spec.aliases, help=spec.description)
+        help_text = f"{spec.description} ({origin})" if origin else spec.description
+        registry.register(spec.name, spec, aliases=spec.aliases, help=help_text)
+        names.append(spec.name)
+    return names

@@ -47,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="loader argument for one task, over its YAML (e.g. siuo:image_root=/data/siuo); repeatable")
     parser.add_argument("--judge-arg", action="append", default=[], metavar="[JUDGE:]KEY=VALUE",
                         help="judge factory option, for every judge or one (e.g. gpt-harmless:model=gpt-4o); repeatable")
+    parser.add_argument("--include-path", action="append", default=[], metavar="DIR",
+                        help="a folder of extra task YAML files (and their loader modules); repeatable")
     parser.add_argument("--results-dir", type=Path, default=None)
     parser.add_argument("--reports-dir", type=Path, default=None)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -59,6 +61,9 @@ def resolve_config(args: argparse.Namespace) -> "RunConfig":
     from harness.pipeline.config import ConfigError, DefenseChoice, RunConfig, TaskChoice
 
     config = RunConfig.from_file(args.config) if args.config else RunConfig()
+    config.include_path += [str(folder) for folder in args.include_path]
+    if config.include_path:  # before task names are matched below
+        registries.include_task_folders(config.include_path)
     for name in ("model", "limit", "dtype", "device", "batch_size", "max_new_tokens", "judge"):
         if getattr(args, name) is not None:
             setattr(config, name, getattr(args, name))

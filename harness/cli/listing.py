@@ -11,6 +11,8 @@ HELP = "print registered names, one per line"
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="harness list", description=HELP)
     parser.add_argument("kind", choices=["models", "tasks", "defenses", "judges"])
+    parser.add_argument("--include-path", action="append", default=[], metavar="DIR",
+                        help="also list the task files of this folder (repeatable)")
     return parser
 
 
@@ -18,6 +20,7 @@ def main(argv: Sequence[str]) -> int:
     from harness import registries
 
     args = build_parser().parse_args(list(argv))
+    registries.include_task_folders(args.include_path)
     registry = registries.REGISTRIES[args.kind]()
     width = max((len(entry.name) for entry in registry), default=0)
     for entry in registry:

@@ -19,6 +19,7 @@ an optional limit and loader arguments), plus generation settings and judges::
     generation: {max_new_tokens: 64, batch_size: 4}
     judge: keyword-gcg        # optional: replaces every judged task's default judge
     judge_args: {"*": {}, gpt-harmless: {model: gpt-4o}}
+    include_path: [./my_tasks]  # folders of extra task files (harness.plugins)
 
 Every key is checked: an unknown one is an error that names it (with close matches), in the file and
 in each defense or task entry. The resolved config (after command-line overrides) is stored in the
@@ -66,12 +67,14 @@ class RunConfig:
     batch_size: int | None = None
     judge: str | None = None
     judge_args: dict[str, dict[str, Any]] = field(default_factory=dict)
+    include_path: list[str] = field(default_factory=list)  # folders of extra task files
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], where: str = "run config") -> "RunConfig":
         if not isinstance(data, Mapping):
             raise ConfigError(f"{where}: expected a mapping of settings, got {type(data).__name__}")
-        known = ("model", "defenses", "tasks", "limit", "dtype", "device", "generation", "judge", "judge_args")
+        known = ("model", "defenses", "tasks", "limit", "dtype", "device", "generation", "judge", "judge_args",
+                 "include_path")
         _check_keys(data, known, where)
         generation = data.get("generation") or {}
         _check_keys(generation, ("max_new_tokens", "batch_size"), f"{where}: generation")
@@ -84,6 +87,7 @@ class RunConfig:
             batch_size=_positive(generation.get("batch_size"), f"{where}: generation.batch_size"),
             judge=data.get("judge"),
             judge_args={str(scope): dict(options) for scope, options in (data.get("judge_args") or {}).items()},
+            include_path=[str(folder) for folder in _list(data.get("include_path") or [], f"{where}: include_path")],
         )
         if "defenses" in data:
             config.defenses = [_defense(entry, f"{where}: defenses[{i}]") for i, entry in enumerate(_list(data["defenses"], f"{where}: defenses"))]
@@ -104,7 +108,10 @@ class RunConfig:
             raise ConfigError(f"cannot read run config {path}: {exc.strerror or exc}") from None
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-        return cls.from_dict(data or {}, where=str(path))
+        config = cls.from_dict(data or {}, where=str(path))
+        # relative task folders are relative to the file, so a config works from any directory
+        config.include_path = [str((path.parent / folder).resolve()) for folder in config.include_path]
+        return config
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved config as data; judge option values are left out (they may be secrets)."""

@@ -130,6 +130,9 @@ def run_config(config: RunConfig, *, results_dir: Path | None = None, reports_di
                progress: bool = True, write_report: bool = True) -> list[RunResult]:
     """One run per defense of ``config``, in order; the model loads at most once (and not at all when
     every generation is cached), and one report compares them."""
+    from harness import registries
+
+    registries.include_task_folders(config.include_path)
     runs: list[RunResult] = []
     shared: BringUp | None = None  # the latest bring-up whose weights are in memory
     try:
