@@ -2,8 +2,8 @@
 
 Registers the model class ``defended-mm`` (aliases ``defended_mm``, ``harness-defended``) with
 lm-eval's model registry (``lm_eval.api.registry.register_model``). It wraps a
-:class:`harness.defense_api.adapter.VLMAdapter` loaded exactly as :func:`harness.pipeline.evaluate.run_eval` loads one (through :class:`harness.pipeline.bringup.BringUp`)
-(:func:`harness.models.catalog.resolve_model`, the spec's builder and fingerprinter) and a defense from
+:class:`harness.defense_api.adapter.VLMAdapter` brought up exactly as ``harness eval`` brings one up
+(:class:`harness.pipeline.bringup.BringUp`: the spec, its builder and fingerprinter) and a defense from
 the harness registry (``harness.registries``), prepared the way the pipeline prepares it (its
 calibration artifact is found and hashed in ``Defense.prepare``). Every model call goes through
 ``defense.generate(adapter, requests)``, so prompt, steering, iterative and filtering defenses all act.

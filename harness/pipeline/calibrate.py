@@ -49,7 +49,9 @@ def calibrate(
     if len(dataset) < 2:
         raise ValueError("calibration needs at least 2 prompt pairs (--limit 2 or more)")
     adapter = bringup.load()
-    fingerprint = spec.fingerprinter.load()(spec, dtype)  # after loading: the build now exists
+    # the loaded model's identity (a first build of smol-llava exists only now), without the device:
+    # an artifact fitted on a CPU serves the same weights on a GPU
+    fingerprint = {key: value for key, value in bringup.model_fingerprint.items() if key != "device"}
 
     log.info("calibrating %s on %s with %d prompt pairs (%s)", defense, spec.name, len(dataset), dataset.name)
     with torch.random.fork_rng(devices=[]):  # seeded locally: leave the caller's RNG state alone
