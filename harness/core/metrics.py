@@ -30,6 +30,8 @@ from types import MappingProxyType
 from typing import Iterable, Mapping, Sequence
 
 from harness.core.records import Generation, Judgement, MetricRow, MetricValue, Sample
+# Z_95 and wilson_interval are re-exported: callers have always imported them from here.
+from harness.core.stats import Z_95, wilson_interval  # noqa: F401
 
 log = logging.getLogger(__name__)
 
@@ -177,22 +179,6 @@ def metric_sort_key(name: str) -> tuple[int, str]:
 
 # ---------------------------------------------------------------------------------------------------
 # building values
-
-
-Z_95 = 1.959963984540054
-
-
-def wilson_interval(successes: int, n: int, z: float = Z_95) -> tuple[float, float]:
-    """Wilson score interval for a binomial proportion (95 % by default); (0, 1) when n == 0."""
-    if n == 0:
-        return 0.0, 1.0
-    p = successes / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    # The interval always contains p; rounding alone once put the lower bound at 1.7e-16 for 0 of 200,
-    # above the estimate (and broke error bars).
-    return min(p, max(0.0, centre - half)), max(p, min(1.0, centre + half))
 
 
 def _value(metric: MetricInfo | str, kind: str, value: float, n: int, subset: str,
