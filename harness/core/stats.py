@@ -7,11 +7,13 @@ The arithmetic is the libraries' (statsmodels, scipy); this module fixes the con
 (empty samples, degenerate tables, seeds) so that every caller gets the same numbers:
 
 - One rate: Wilson score interval (``wilson_interval``: statsmodels ``proportion_confint``,
-  ``method="wilson"``); ``harness.core.metrics`` re-exports it.
+  ``method="wilson"``); ``harness.core.metrics`` re-exports it. Items that are not independent (the
+  same image asked several times) get the design-effect-adjusted Wilson interval
+  (``clustered_wilson_interval``, see its docstring).
 - Two rates on different samples: Newcombe's hybrid score interval for the difference (Newcombe 1998,
   method 10), built from the two Wilson intervals (``newcombe_difference_interval``: statsmodels
   ``confint_proportions_2indep``, ``method="newcomb"``); the same construction from any two stored
-  rate intervals (``newcombe_from_intervals``).
+  rate intervals (``newcombe_from_intervals``, for clustered rates).
 - Two outcomes on the same samples (a defense vs ``none``): McNemar's test on the discordant pairs
   (``mcnemar``: statsmodels ``contingency_tables.mcnemar``) and a seeded percentile bootstrap over the
   pairs for the difference (or ratio) of means (``paired_bootstrap_difference``,
@@ -34,7 +36,8 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Mapping, Sequence
+from fractions import Fraction
+from typing import TYPE_CHECKING, Callable, Hashable, Iterable, Mapping, Sequence
 
 if TYPE_CHECKING:
     import numpy as np
@@ -46,6 +49,9 @@ __all__ = [
     "Z_95",
     "BootstrapInterval",
     "binary_bootstrap_difference",
+    "cluster_counts",
+    "clustered_wilson_interval",
+    "design_effect",
     "McNemarResult",
     "PairedBinaryComparison",
     "intervals_overlap",
@@ -85,7 +91,7 @@ def wilson_interval(successes: float, n: float, z: float = Z_95) -> tuple[float,
     """Wilson score interval for a binomial proportion (95 % by default); (0, 1) when n == 0.
 
     statsmodels ``proportion_confint(method="wilson")``, clipped to [0, 1] there. ``successes`` and
-    ``n`` may be fractional.
+    ``n`` may be fractional (an effective sample size, see :func:`clustered_wilson_interval`).
     """
     if n <= 0:
         return 0.0, 1.0
@@ -96,6 +102,76 @@ def wilson_interval(successes: float, n: float, z: float = Z_95) -> tuple[float,
     # The interval always contains p; rounding alone once put the lower bound at 1.7e-16 for 0 of 200,
     # above the estimate (and broke error bars).
     return min(p, float(low)), max(p, float(high))
+
+
+def cluster_counts(outcomes: Iterable[tuple[Hashable, bool]]) -> list[tuple[int, int]]:
+    """``(hits, size)`` per cluster, in first-seen order, from ``(cluster key, outcome)`` pairs."""
+    counts: dict[Hashable, list[int]] = {}
+    for key, outcome in outcomes:
+        entry = counts.setdefault(key, [0, 0])
+        entry[0] += bool(outcome)
+        entry[1] += 1
+    return [(hits, size) for hits, size in counts.values()]
+
+
+def _design_effect(clusters: Sequence[tuple[int, int]]) -> Fraction:
+    """Exact design effect (see :func:`design_effect`); integer sums, so singletons give exactly 1."""
+    n = sum(size for _, size in clusters)
+    k = sum(hits for hits, _ in clusters)
+    if any(size < 0 or not 0 <= hits <= size for hits, size in clusters):
+        raise ValueError("each cluster needs 0 <= hits <= size")
+    if n == 0 or k in (0, n):  # no variation observed: nothing to estimate the correlation from
+        return Fraction(1)
+    g = sum(1 for _, size in clusters if size)
+    if g == 1:  # one cluster: no between-cluster variance can be estimated; the subset is one draw
+        return Fraction(n)
+    # with y_g, m_g the hits and size of cluster g and p = k / n:
+    #   V_cluster = G / (G - 1) * sum_g (y_g - p m_g)^2 / n^2     (with-replacement cluster variance)
+    #   V_srs     = p (1 - p) / (n - 1)                           (independent items)
+    # multiplied out by n^2 so that every sum stays an integer
+    spread = sum((n * hits - k * size) ** 2 for hits, size in clusters)
+    return Fraction(g * (n - 1) * spread, (g - 1) * n * n * k * (n - k))
+
+
+def design_effect(clusters: Sequence[tuple[int, int]]) -> float:
+    """Estimated design effect of a proportion over clustered binary items, from ``(hits, size)`` per
+    cluster: the cluster-robust variance of p over its variance for independent items.
+
+    ``V_cluster / V_srs`` with ``V_cluster = G/(G-1) * sum_g (y_g - p m_g)^2 / n^2`` (the linearisation
+    variance of the ratio estimator p = sum y_g / sum m_g when clusters are sampled with replacement;
+    the same as statsmodels' CR1 cluster-robust variance of an intercept-only OLS fit) and
+    ``V_srs = p (1 - p) / (n - 1)`` (that fit's ordinary variance). It is exactly 1 when every cluster
+    has one item and approaches the cluster size when clusters are perfectly correlated. Conventions:
+    1 when p is 0 or 1 (no variation to estimate it from), n for a single cluster.
+    """
+    return float(_design_effect(clusters))
+
+
+def clustered_wilson_interval(clusters: Sequence[tuple[int, int]], z: float = Z_95) -> tuple[float, float]:
+    """Design-effect-adjusted Wilson interval for a proportion over clusters of dependent items.
+
+    ``clusters`` holds ``(hits, size)`` per cluster (an image and all questions asked about it). The
+    interval is the Wilson score interval at the observed p with the effective sample size
+    ``n_eff = n / deff`` in place of n (Kish, *Survey Sampling*, Wiley 1965: design effect and effective
+    sample size; Korn & Graubard, "Confidence intervals for proportions with small expected number of
+    positive counts estimated from survey data", Survey Methodology 24:193-201, 1998: score/exact
+    intervals at the effective sample size; Dean & Pagano, "Evaluating confidence interval methods for
+    binomial proportions in clustered surveys", J. Survey Statistics and Methodology 3:484-503, 2015,
+    where the design-effect Wilson interval is among those with the best coverage). ``deff`` is
+    :func:`design_effect`. As usual with this interval, a design effect below 1 is taken as 1 (n_eff is
+    at most n) and p = 0 or 1 keeps n_eff = n, so the result is never narrower than the plain Wilson
+    interval and is exactly that interval when every cluster has one item. No degrees-of-freedom
+    (t-quantile) correction is applied: with few clusters (under about 30) the interval is still
+    optimistic.
+    """
+    n = sum(size for _, size in clusters)
+    k = sum(hits for hits, _ in clusters)
+    deff = _design_effect(clusters)
+    if deff <= 1:
+        return wilson_interval(k, n, z)
+    low, high = wilson_interval(float(k / deff), float(n / deff), z)  # same p, n_eff = n / deff
+    p = k / n
+    return min(p, low), max(p, high)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -128,7 +204,9 @@ def newcombe_from_intervals(
 
     Newcombe's construction applied to whatever interval each rate carries (the MOVER of Zou & Donner,
     "Construction of confidence limits about effect measures: a general approach", Statistics in
-    Medicine 27:1693-1702, 2008); with Wilson intervals it is :func:`newcombe_difference_interval`. NaNs when an estimate is NaN.
+    Medicine 27:1693-1702, 2008); with Wilson intervals it is :func:`newcombe_difference_interval`. Used
+    for rates with design-effect-adjusted Wilson intervals, whose counts alone do not give the interval.
+    NaNs when an estimate is NaN.
     """
     (p_base, base_low, base_high), (p_new, new_low, new_high) = base, new
     difference = p_new - p_base
