@@ -23,7 +23,11 @@ table does not declare falls back to the stored flag:
       correction); significant when p < alpha. The interval shown is the paired bootstrap 95 % interval
       of the difference on the shared samples.
    b. Unpaired, when both rows are rates with Wilson intervals: Newcombe's hybrid score 95 % interval
-      of the difference (built from the two Wilson intervals); significant when it excludes 0.
+      of the difference (built from the two Wilson intervals); significant when it excludes 0. When
+      either row's interval is clustered (a design-effect-adjusted Wilson interval, for a task that
+      declares ``cluster_by``; see ``harness.report.analysis.rate_interval``), the same construction
+      from the two stored intervals (``harness.core.stats.newcombe_from_intervals``), so that the
+      dependence between samples widens the difference's interval too.
    c. When both rows carry some other interval: significant when the two intervals do not overlap.
    d. No interval at all (e.g. MME scores): no noise estimate, so the threshold alone decides.
 3. Verdict: ``FAIL`` when the threshold is exceeded *and* the change is significant in the worsening
@@ -45,7 +49,7 @@ from typing import Sequence
 
 from harness.core.metrics import COUNT, metric_sort_key, row_metric_info
 from harness.core.records import MetricRow
-from harness.report.analysis import rate_counts
+from harness.report.analysis import WILSON, rate_interval
 from harness.report.formatting import format_interval, format_number, format_p, format_signed, setting_sort_key
 from harness.report.outcomes import OutcomeIndex, ScorerLookup, registered_scorer
 from harness.report.sources import load_result_set
@@ -54,6 +58,7 @@ from harness.core.stats import (
     BOOTSTRAP_RESAMPLES,
     intervals_overlap,
     newcombe_difference_interval,
+    newcombe_from_intervals,
     paired_binary_comparison,
 )
 from harness.core.store import RunResult, headline_metric_rows
@@ -136,10 +141,18 @@ def _significance(
             diff = paired.difference
             return (paired.significant(alpha), math.copysign(1.0, diff.estimate), 100 * diff.low, 100 * diff.high,
                     f"paired McNemar ({paired.test.method}), {paired.n_pairs} samples", paired.p_value)
-    base_counts, new_counts = rate_counts(base), rate_counts(new)
-    if base_counts and new_counts:
-        difference, low, high = newcombe_difference_interval(*base_counts, *new_counts)
-        return (low > 0 or high < 0), math.copysign(1.0, difference), 100 * low, 100 * high, "Newcombe interval (unpaired)", None
+    base_rate, new_rate = rate_interval(base), rate_interval(new)
+    if base_rate and new_rate:
+        if base_rate[2] == new_rate[2] == WILSON:
+            difference, low, high = newcombe_difference_interval(*base_rate[:2], *new_rate[:2])
+            test = "Newcombe interval (unpaired)"
+        else:
+            difference, low, high = newcombe_from_intervals(
+                (base.value / 100, base.ci_low / 100, base.ci_high / 100),  # type: ignore[operator]
+                (new.value / 100, new.ci_low / 100, new.ci_high / 100),  # type: ignore[operator]
+            )
+            test = "Newcombe interval from clustered intervals (unpaired)"
+        return (low > 0 or high < 0), math.copysign(1.0, difference), 100 * low, 100 * high, test, None
     direction = math.copysign(1.0, new.value - base.value)
     if None not in (base.ci_low, base.ci_high, new.ci_low, new.ci_high):
         overlap = intervals_overlap((base.ci_low, base.ci_high), (new.ci_low, new.ci_high))  # type: ignore[arg-type]
@@ -259,7 +272,7 @@ def markdown_summary(result: CompareResult, base_name: str, new_name: str, base_
         f"{format_number(result.max_asr_increase)} points, or a utility metric drops by more than "
         f"{format_number(result.max_utility_drop)} points, **and** the change is significant (alpha = {result.alpha}): "
         "paired McNemar on shared sample ids when per-sample outcomes exist, else Newcombe's interval of the "
-        "difference from the Wilson intervals, else non-overlap of the stored intervals; a metric without "
+        "difference from the Wilson (or clustered Wilson) intervals, else non-overlap of the stored intervals; a metric without "
         "any interval is gated on the threshold alone.",
         "",
     ]

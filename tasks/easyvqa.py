@@ -86,9 +86,12 @@ def easyvqa_metrics(
     samples: Sequence[Sample],
     generations: Mapping[str, Generation],
     judgements: Mapping[str, Judgement],
+    *,
+    cluster_by: str | None = None,
 ) -> list[MetricValue]:
-    """Accuracy overall and per answer type."""
+    """Accuracy overall and per answer type (intervals clustered by ``cluster_by`` when a task declares it)."""
     del judgements  # scored against the reference answer
     return accuracy_metrics(
-        (sample, is_correct(text, sample.answer or "")) for sample, text in generated_texts(samples, generations)
+        ((sample, is_correct(text, sample.answer or "")) for sample, text in generated_texts(samples, generations)),
+        cluster_by=cluster_by,
     )

@@ -14,9 +14,9 @@ from __future__ import annotations
 import re
 import string
 from collections import defaultdict
-from typing import Mapping, Sequence
+from typing import Hashable, Mapping, Sequence
 
-from harness.core.metrics import CIRCULAR_ACCURACY, VANILLA_ACCURACY, accuracy_metrics, rate
+from harness.core.metrics import CIRCULAR_ACCURACY, VANILLA_ACCURACY, accuracy_metrics, clustered_rate
 from harness.core.records import Generation, Judgement, MetricValue, Sample
 from harness.tasks._common import generated_texts, is_missing, load_hf_split, rows_with_images
 
@@ -122,11 +122,17 @@ def mmbench_metrics(
     samples: Sequence[Sample],
     generations: Mapping[str, Generation],
     judgements: Mapping[str, Judgement],
+    *,
+    cluster_by: str | None = None,
 ) -> list[MetricValue]:
     """CircularEval accuracy overall and per category, and vanilla accuracy on the original rows.
 
     A question whose copies were not all generated is left out of the circular accuracy (its
     generated copies still count in vanilla accuracy if the original row is among them).
+
+    ``cluster_by`` clusters the rate intervals; a circular question counts in the cluster of its first
+    copy. MMBench's YAML declares ``group`` (the circular copies): both rates count one item per
+    question, so every cluster has one item and the intervals are the plain Wilson ones.
     """
     del judgements  # scored against the reference answer
     correct = {sample.id: is_correct(text, sample) for sample, text in generated_texts(samples, generations)}
@@ -134,19 +140,19 @@ def mmbench_metrics(
     groups: dict[str, list[Sample]] = defaultdict(list)
     for sample in samples:
         groups[sample.group or sample.id].append(sample)
-    circular: dict[str, list[bool]] = defaultdict(list)
+    circular: dict[str, list[tuple[Hashable, bool]]] = defaultdict(list)
     for members in groups.values():
         if not all(member.id in correct for member in members):
             continue
-        solved = all(correct[member.id] for member in members)
+        solved = (members[0].cluster_key(cluster_by), all(correct[member.id] for member in members))
         circular["all"].append(solved)
         if members[0].category:
             circular[members[0].category].append(solved)
 
     values = [
-        rate(CIRCULAR_ACCURACY, sum(hits), len(hits), subset=subset)
-        for subset, hits in sorted(circular.items(), key=lambda item: (item[0] != "all", item[0]))
+        clustered_rate(CIRCULAR_ACCURACY, outcomes, subset=subset, clustered=cluster_by is not None)
+        for subset, outcomes in sorted(circular.items(), key=lambda item: (item[0] != "all", item[0]))
     ]
     originals = [(s, correct[s.id]) for s in samples if s.id in correct and s.meta.get("circular_pass", 0) == 0]
-    values.extend(accuracy_metrics(originals, metric=VANILLA_ACCURACY))
+    values.extend(accuracy_metrics(originals, metric=VANILLA_ACCURACY, cluster_by=cluster_by))
     return values

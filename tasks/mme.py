@@ -136,10 +136,14 @@ def mme_metrics(
     samples: Sequence[Sample],
     generations: Mapping[str, Generation],
     judgements: Mapping[str, Judgement],
+    *,
+    cluster_by: str | None = None,
 ) -> list[MetricValue]:
     """Per-subtask score and acc+, Perception and Cognition totals, and plain accuracy.
 
     Totals sum only the subtasks present, so they are on the official 2000/800 scale only for a full run.
+    ``cluster_by`` (``group`` in MME's YAML: the two questions on one image) clusters the plain
+    accuracy's interval; acc+ already counts one item per image, so its interval stays the plain one.
     """
     del judgements  # scored against the reference answer
     responses: list[tuple[Sample, str | None]] = []
@@ -159,7 +163,8 @@ def mme_metrics(
         values.append(rate(ACC_PLUS, result.n_images_correct, result.n_images, subset=subtask))
     values.extend(
         accuracy_metrics(
-            (sample, is_correct(text, sample.answer or "")) for sample, text in responses if text is not None
+            ((sample, is_correct(text, sample.answer or "")) for sample, text in responses if text is not None),
+            cluster_by=cluster_by,
         )
     )
     return values

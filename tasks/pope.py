@@ -36,9 +36,9 @@ import math
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import Hashable, Iterable, Mapping, Sequence
 
-from harness.core.metrics import ACCURACY, F1, PRECISION, RECALL, YES_RATIO, rate, score
+from harness.core.metrics import ACCURACY, F1, PRECISION, RECALL, YES_RATIO, cluster_counts, rate, score
 from harness.core.records import Generation, Judgement, MetricValue, Sample
 from harness.tasks._common import ImageRef, data_path, load_hf_split, rows_with_images
 
@@ -165,15 +165,29 @@ def pope_counts(pairs: Iterable[tuple[str, str]]) -> PopeCounts:
     return PopeCounts(tp, fp, tn, fn)
 
 
-def count_metrics(counts: PopeCounts, subset: str = "all") -> list[MetricValue]:
-    """accuracy, precision, recall, f1, yes_ratio (percent) of one set of counts."""
+def count_metrics(
+    counts: PopeCounts, subset: str = "all", answers: Sequence[tuple[Hashable, bool, bool]] | None = None
+) -> list[MetricValue]:
+    """accuracy, precision, recall, f1, yes_ratio (percent) of one set of counts.
+
+    ``answers``: ``(cluster key, gold yes, predicted yes)`` of each answer behind ``counts``, when the
+    rate intervals are clustered (the same image asked about several objects); None, plain Wilson.
+    """
+    def clusters(pairs: Iterable[tuple[Hashable, bool]]) -> list[tuple[int, int]] | None:
+        return None if answers is None else cluster_counts(pairs)
+
+    every = answers or []
     f1 = counts.f1
     return [
-        rate(ACCURACY, counts.tp + counts.tn, counts.n, subset=subset),
-        rate(PRECISION, counts.tp, counts.tp + counts.fp, subset=subset),
-        rate(RECALL, counts.tp, counts.tp + counts.fn, subset=subset),
+        rate(ACCURACY, counts.tp + counts.tn, counts.n, subset=subset,
+             clusters=clusters((key, gold == predicted) for key, gold, predicted in every)),
+        rate(PRECISION, counts.tp, counts.tp + counts.fp, subset=subset,
+             clusters=clusters((key, gold) for key, gold, predicted in every if predicted)),
+        rate(RECALL, counts.tp, counts.tp + counts.fn, subset=subset,
+             clusters=clusters((key, predicted) for key, gold, predicted in every if gold)),
         score(F1, 100.0 * f1 if not math.isnan(f1) else f1, counts.n, subset=subset),
-        rate(YES_RATIO, counts.tp + counts.fp, counts.n, subset=subset),
+        rate(YES_RATIO, counts.tp + counts.fp, counts.n, subset=subset,
+             clusters=clusters((key, predicted) for key, _, predicted in every)),
     ]
 
 
@@ -181,22 +195,36 @@ def pope_metrics(
     samples: Sequence[Sample],
     generations: Mapping[str, Generation],
     judgements: Mapping[str, Judgement],
+    *,
+    cluster_by: str | None = None,
 ) -> list[MetricValue]:
     """POPE metrics overall ("all") and per split when more than one split is present.
 
-    Samples without a usable generation are left out, as everywhere in the harness.
+    Samples without a usable generation are left out, as everywhere in the harness. ``cluster_by``
+    (``image`` in POPE's YAML: each image is asked about six objects per split, and the splits share
+    images) clusters the rate intervals; the values do not depend on it.
     """
     del judgements  # scored against the reference answer
     by_split: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    keys: dict[str, list[Hashable]] = defaultdict(list)
     for sample in samples:
         generation = generations.get(sample.id)
         if generation is not None and generation.ok:
             by_split[sample.category or ""].append((sample.answer or "", generation.text or ""))
+            keys[sample.category or ""].append(sample.cluster_key(cluster_by))
     if not by_split:
         return []
-    values = count_metrics(pope_counts(pair for pairs in by_split.values() for pair in pairs))
+
+    def answers(split_names: Iterable[str]) -> list[tuple[Hashable, bool, bool]] | None:
+        if cluster_by is None:
+            return None
+        return [(key, answer == "yes", parse_yes_no(text) == "yes")
+                for name in split_names for key, (answer, text) in zip(keys[name], by_split[name])]
+
+    values = count_metrics(pope_counts(pair for pairs in by_split.values() for pair in pairs),
+                           answers=answers(by_split))
     if len(by_split) > 1:
         order = {name: i for i, name in enumerate(SPLITS)}
         for split in sorted(by_split, key=lambda s: (order.get(s, len(order)), s)):
-            values.extend(count_metrics(pope_counts(by_split[split]), subset=split))
+            values.extend(count_metrics(pope_counts(by_split[split]), subset=split, answers=answers([split])))
     return values

@@ -173,3 +173,33 @@ def test_verdict_counts_separate_judge_errors_from_undecidable_answers():
     llm = counts[("t", "llm")]
     assert (llm.verdicts, llm.undecided, llm.errors, llm.decided) == (3, 2, 1, 1)
     assert (counts[("t", "kw")].verdicts, counts[("t", "kw")].undecided) == (1, 0)
+
+
+# ---------------------------------------------------------------------------------------------------
+# cross-check: scikit-learn on the expanded label lists (not the weighted four-item table used inside)
+
+
+@pytest.mark.parametrize("counts", [(20, 5, 10, 15), (45, 15, 25, 15), (12, 4, 2, 2), (0, 3, 4, 0), (7, 0, 0, 9),
+                                    (1, 1, 0, 0), (0, 2, 0, 0), (3, 1, 1, 0), (100, 1, 2, 0)])
+def test_kappa_matches_scikit_learn_on_item_lists(counts):
+    from sklearn.metrics import cohen_kappa_score
+
+    first, second = labels(*counts)
+    assert kappa_from_counts(*counts) == pytest.approx(cohen_kappa_score(first, second), abs=1e-12)
+    # and the closed form of the module doc, in whole numbers
+    a, b, c, d = counts
+    n, chance = a + b + c + d, (a + b) * (a + c) + (c + d) * (b + d)
+    assert kappa_from_counts(*counts) == pytest.approx(float(Fraction(n * (a + d) - chance, n * n - chance)), abs=1e-12)
+
+
+def test_kappa_undefined_where_scikit_learn_says_so():
+    import warnings
+
+    from sklearn.metrics import cohen_kappa_score
+
+    for counts in [(5, 0, 0, 0), (0, 0, 0, 4)]:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            assert math.isnan(cohen_kappa_score(*labels(*counts)))
+        assert math.isnan(kappa_from_counts(*counts))
+    assert math.isnan(kappa_from_counts(0, 0, 0, 0))

@@ -163,3 +163,154 @@ def test_significance_mark():
     assert significance_mark(0.2) == ""
     assert significance_mark(None) == "" and significance_mark(float("nan")) == ""
     assert significance_mark(0.02, alpha=0.01) == ""
+
+
+# ---------------------------------------------------------------------------------------------------
+# cross-checks against the libraries (and by hand) on fixed tables, edge cases included
+
+from fractions import Fraction  # noqa: E402
+
+import numpy as np  # noqa: E402
+from scipy import stats as scipy_stats  # noqa: E402
+from statsmodels.stats.proportion import confint_proportions_2indep, proportion_confint  # noqa: E402
+
+from harness.core.stats import Z_95, newcombe_from_intervals, wilson_interval  # noqa: E402
+
+TABLES = [(0, 1), (1, 1), (0, 20), (20, 20), (1, 29), (15, 148), (81, 263), (8, 10), (150, 300), (3, 2000)]
+
+
+def test_wilson_by_hand():
+    # 8 of 10, z^2 = 3.8414588: centre = (0.8 + z^2 / 20) / (1 + z^2 / 10) = 0.99207 / 1.38415 = 0.716740,
+    # half = z * sqrt(0.8 * 0.2 / 10 + z^2 / 400) / 1.38415 = z * 0.160011 / 1.38415 = 0.226578
+    low, high = wilson_interval(8, 10)
+    assert (low, high) == (pytest.approx(0.716740 - 0.226578, abs=2e-6), pytest.approx(0.716740 + 0.226578, abs=2e-6))
+    # 0 of n: the lower limit is 0 and the upper z^2 / (n + z^2) (the square roots cancel); n of n mirrors it
+    z2 = Z_95**2
+    assert wilson_interval(0, 20) == (0.0, pytest.approx(z2 / (20 + z2), abs=1e-15))
+    assert wilson_interval(20, 20) == (pytest.approx(20 / (20 + z2), abs=1e-15), 1.0)
+    # Newcombe (1998), Stat Med 17:857, Table I, method 3 (score): 81/263, 15/148, 0/20, 1/29
+    published = {(81, 263): (0.2553, 0.3662), (15, 148): (0.0624, 0.1605), (0, 20): (0.0, 0.1611), (1, 29): (0.0061, 0.1718)}
+    for (k, n), (low, high) in published.items():
+        assert wilson_interval(k, n) == (pytest.approx(low, abs=5e-5), pytest.approx(high, abs=5e-5))
+
+
+@pytest.mark.parametrize(("k", "n"), TABLES)
+def test_wilson_matches_statsmodels_and_contains_the_estimate(k, n):
+    library = proportion_confint(k, n, alpha=0.05, method="wilson")
+    assert wilson_interval(k, n) == (pytest.approx(library[0], abs=1e-15), pytest.approx(library[1], abs=1e-15))
+    low, high = wilson_interval(k, n)
+    assert 0.0 <= low <= k / n <= high <= 1.0
+    # another confidence level goes through alpha = 2 * sf(z)
+    library_90 = proportion_confint(k, n, alpha=0.10, method="wilson")
+    assert wilson_interval(k, n, z=scipy_stats.norm.isf(0.05)) == (
+        pytest.approx(min(library_90[0], k / n), abs=1e-12), pytest.approx(max(library_90[1], k / n), abs=1e-12))
+
+
+def test_wilson_without_samples_is_the_unit_interval():
+    assert wilson_interval(0, 0) == (0.0, 1.0)
+
+
+@pytest.mark.parametrize(("base", "new"), [((48, 80), (56, 70)), ((0, 10), (0, 20)), ((0, 15), (15, 15)),
+                                           ((30, 30), (0, 12)), ((5, 40), (5, 40)), ((1, 1), (0, 1))])
+def test_newcombe_matches_statsmodels_and_the_construction_from_wilson_limits(base, new):
+    difference, low, high = newcombe_difference_interval(*base, *new)
+    library = confint_proportions_2indep(new[0], new[1], base[0], base[1], compare="diff", method="newcomb")
+    assert (low, high) == (pytest.approx(library[0], abs=1e-12), pytest.approx(library[1], abs=1e-12))
+    assert difference == pytest.approx(new[0] / new[1] - base[0] / base[1])
+    assert low <= difference <= high
+    p_base, p_new = base[0] / base[1], new[0] / new[1]
+    from_limits = newcombe_from_intervals((p_base, *wilson_interval(*base)), (p_new, *wilson_interval(*new)))
+    assert from_limits == (pytest.approx(difference), pytest.approx(low, abs=1e-12), pytest.approx(high, abs=1e-12))
+
+
+def test_newcombe_edge_cases():
+    # n = 0 on either side: nothing to compare
+    assert all(math.isnan(x) for x in newcombe_difference_interval(0, 0, 3, 4))
+    assert all(math.isnan(x) for x in newcombe_difference_interval(3, 4, 0, 0))
+    # 0 of n against n of n: the difference is 1, its interval reaches 1 and excludes 0
+    difference, low, high = newcombe_difference_interval(0, 10, 10, 10)
+    assert difference == 1.0 and high == pytest.approx(1.0) and 0 < low < 1
+    # the interval is wider from wider limits (what a clustered rate passes in)
+    plain = newcombe_from_intervals((0.5, *wilson_interval(10, 20)), (0.8, *wilson_interval(16, 20)))
+    wider = newcombe_from_intervals((0.5, 0.2, 0.8), (0.8, 0.5, 0.95))
+    assert wider[1] < plain[1] and wider[2] > plain[2]
+
+
+@pytest.mark.parametrize(("b", "c"), [(0, 0), (0, 1), (1, 6), (2, 8), (7, 7), (0, 24), (12, 12), (10, 14),
+                                      (0, 25), (10, 15), (10, 30), (20, 20), (21, 20), (100, 140), (0, 300)])
+def test_mcnemar_matches_scipy_and_statsmodels(b, c):
+    from statsmodels.stats.contingency_tables import mcnemar as library_mcnemar
+
+    result = mcnemar(b, c)
+    if b + c == 0:
+        assert result.p_value == 1.0 and result.method == "exact binomial"
+    elif b + c < 25:
+        # the exact test is the two-sided binomial test of min(b, c) successes in b + c at 1/2
+        assert result.p_value == pytest.approx(scipy_stats.binomtest(min(b, c), b + c, 0.5).pvalue, rel=1e-12)
+        assert result.p_value == pytest.approx(min(1.0, float(2 * Fraction(sum(math.comb(b + c, i) for i in range(min(b, c) + 1)), 2 ** (b + c)))), rel=1e-12)
+        assert math.isnan(result.statistic)
+    else:
+        statistic = max(abs(b - c) - 1, 0) ** 2 / (b + c)  # Edwards' correction, clamped at 0
+        assert result.statistic == pytest.approx(statistic, rel=1e-12)
+        assert result.p_value == pytest.approx(scipy_stats.chi2.sf(statistic, 1), rel=1e-12)
+        if b != c:  # statsmodels' corrected test is the same whenever the correction does not overshoot
+            assert result.p_value == pytest.approx(library_mcnemar([[0, b], [c, 0]], exact=False).pvalue, rel=1e-12)
+        else:  # b == c: statsmodels would report (0 - 1)^2 / (b + c) > 0; the clamped statistic is 0, p = 1
+            assert library_mcnemar([[0, b], [c, 0]], exact=False).pvalue < 1.0 and result.p_value == 1.0
+
+
+def test_mcnemar_edge_cases_by_hand():
+    # every discordant pair one way: p = 2 / 2^(b + c) exactly while exact
+    assert mcnemar(0, 24).p_value == pytest.approx(2 / 2**24, rel=1e-12)
+    # from 25 on: (25 - 1)^2 / 25 = 23.04 = 4.8^2; P(chi2_1 > 23.04) = P(|Z| > 4.8) = 2 * 7.933e-7 (normal table)
+    result = mcnemar(0, 25)
+    assert result.statistic == pytest.approx(23.04)
+    assert result.p_value == pytest.approx(math.erfc(4.8 / math.sqrt(2)), rel=1e-12)
+    assert result.p_value == pytest.approx(2 * 7.933e-7, rel=1e-4)
+    # no discordant pair, however many pairs agree: p = 1 (not significant)
+    assert paired_binary_comparison({"a": True, "b": False}, {"a": True, "b": False}).p_value == 1.0
+
+
+def _index_bootstrap(base, new, statistic, resamples, seed, confidence=0.95):
+    """The textbook paired percentile bootstrap with numpy alone, for the cross-check."""
+    base, new = np.asarray(base, dtype=float), np.asarray(new, dtype=float)
+    indices = np.random.default_rng(seed).integers(0, base.size, size=(resamples, base.size))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        values = statistic(base[indices], new[indices])
+    values = values[np.isfinite(values)]
+    return tuple(np.quantile(values, [(1 - confidence) / 2, (1 + confidence) / 2]))
+
+
+def test_paired_bootstrap_is_scipys_and_the_textbook_resampling():
+    base, new = _simulated_pairs(random.Random(3), 80, 0.3, 0.2)
+    ours = paired_bootstrap_difference(base, new, resamples=1500, seed=9)
+    library = scipy_stats.bootstrap((np.asarray(base, float), np.asarray(new, float)),
+                                    lambda b, n, axis=-1: n.mean(axis=axis) - b.mean(axis=axis), paired=True,
+                                    vectorized=True, n_resamples=1500, rng=np.random.default_rng(9), method="percentile")
+    assert (ours.low, ours.high) == (pytest.approx(library.confidence_interval.low, abs=1e-12),
+                                     pytest.approx(library.confidence_interval.high, abs=1e-12))
+    textbook = _index_bootstrap(base, new, lambda b, n: n.mean(axis=1) - b.mean(axis=1), 1500, 9)
+    assert (ours.low, ours.high) == (pytest.approx(textbook[0], abs=1e-12), pytest.approx(textbook[1], abs=1e-12))
+
+
+def test_paired_bootstrap_ratio_drops_undefined_resamples_only():
+    # base latency 0 on most pairs: some resamples have a zero mean denominator; they are left out
+    base, new = [0.0, 0.0, 0.0, 2.0], [1.0, 1.0, 1.0, 3.0]
+    ratio = paired_bootstrap_ratio(base, new, resamples=500, seed=2)
+    textbook = _index_bootstrap(base, new, lambda b, n: n.mean(axis=1) / b.mean(axis=1), 500, 2)
+    assert ratio.estimate == pytest.approx(3.0)
+    assert (ratio.low, ratio.high) == (pytest.approx(textbook[0]), pytest.approx(textbook[1]))
+    assert math.isfinite(ratio.low) and math.isfinite(ratio.high)
+
+
+def test_paired_bootstrap_edge_cases():
+    one = paired_bootstrap_difference([0.0], [1.0], seed=0)  # one pair: every resample is that pair
+    assert (one.estimate, one.low, one.high, one.n) == (1.0, 1.0, 1.0, 1)
+    undefined = paired_bootstrap_ratio([0.0], [1.0])
+    assert math.isinf(undefined.estimate) and math.isnan(undefined.low) and math.isnan(undefined.high)
+    empty = paired_bootstrap_difference([], [])
+    assert empty.n == 0 and math.isnan(empty.low)
+    assert binary_bootstrap_difference(0, 0, 0).n == 0
+    # no discordant pair: the difference is exactly 0 in every resample
+    same = binary_bootstrap_difference(0, 0, 50)
+    assert (same.estimate, same.low, same.high) == (0.0, 0.0, 0.0)

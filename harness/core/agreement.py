@@ -12,7 +12,8 @@ label frequencies is p_e = ((a + b)(a + c) + (c + d)(b + d)) / n^2, and
 
     kappa = (p_o - p_e) / (1 - p_e) = (n (a + d) - E) / (n^2 - E),   E = (a + b)(a + c) + (c + d)(b + d).
 
-The right-hand form is computed in whole numbers, so kappa is exact up to one final division.
+It is computed by scikit-learn's ``cohen_kappa_score`` (the table given as four items weighted by its
+counts).
 
 Degenerate cases, by the definition (no convention is substituted):
 
@@ -79,10 +80,14 @@ def kappa_from_counts(a: int, b: int, c: int, d: int) -> float:
         raise ValueError("counts must be non-negative")
     n = a + b + c + d
     chance = (a + b) * (a + c) + (c + d) * (b + d)  # n^2 * p_e
-    denominator = n * n - chance  # n^2 * (1 - p_e)
-    if denominator == 0:  # n == 0, or p_e == 1: undefined
+    if n == 0 or chance == n * n:  # no items, or p_e == 1: undefined (see the module doc)
         return math.nan
-    return (n * (a + d) - chance) / denominator
+    # imported here: scikit-learn takes over a second to import, and reports import this module
+    from sklearn.metrics import cohen_kappa_score
+
+    # one item per cell of the table, weighted by its count: the same confusion matrix as n items
+    first, second = [True, True, False, False], [True, False, True, False]
+    return float(cohen_kappa_score(first, second, labels=[True, False], sample_weight=[a, b, c, d]))
 
 
 def agreement(first: Sequence[bool], second: Sequence[bool]) -> Agreement:

@@ -27,9 +27,11 @@ import math
 from collections import defaultdict
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Iterable, Mapping, Sequence
+from typing import Hashable, Iterable, Mapping, Sequence
 
 from harness.core.records import Generation, Judgement, MetricRow, MetricValue, Sample
+# Z_95 and wilson_interval are re-exported: callers have always imported them from here.
+from harness.core.stats import Z_95, cluster_counts, clustered_wilson_interval, wilson_interval  # noqa: F401
 
 log = logging.getLogger(__name__)
 
@@ -179,22 +181,6 @@ def metric_sort_key(name: str) -> tuple[int, str]:
 # building values
 
 
-Z_95 = 1.959963984540054
-
-
-def wilson_interval(successes: int, n: int, z: float = Z_95) -> tuple[float, float]:
-    """Wilson score interval for a binomial proportion (95 % by default); (0, 1) when n == 0."""
-    if n == 0:
-        return 0.0, 1.0
-    p = successes / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    # The interval always contains p; rounding alone once put the lower bound at 1.7e-16 for 0 of 200,
-    # above the estimate (and broke error bars).
-    return min(p, max(0.0, centre - half)), max(p, min(1.0, centre + half))
-
-
 def _value(metric: MetricInfo | str, kind: str, value: float, n: int, subset: str,
            ci_low: float | None = None, ci_high: float | None = None) -> MetricValue:
     """A MetricValue of a declared metric of ``kind``, its direction from the table."""
@@ -205,9 +191,23 @@ def _value(metric: MetricInfo | str, kind: str, value: float, n: int, subset: st
                        higher_is_better=info.higher_is_better)
 
 
-def rate(metric: MetricInfo | str, hits: int, n: int, *, subset: str = "all") -> MetricValue:
-    """A proportion in percent with its Wilson interval, in percent (NaN for n == 0)."""
-    low, high = wilson_interval(hits, n)
+def rate(metric: MetricInfo | str, hits: int, n: int, *, subset: str = "all",
+         clusters: Sequence[tuple[int, int]] | None = None) -> MetricValue:
+    """A proportion in percent with its Wilson interval, in percent (NaN for n == 0).
+
+    ``clusters``: ``(hits, size)`` of each cluster of dependent items (see :func:`cluster_counts`), for a
+    task that declares ``cluster_by``; the interval is then the design-effect-adjusted Wilson interval
+    (``harness.core.stats.clustered_wilson_interval``), never narrower than the plain one and equal to it
+    when every cluster has one item. None: independent items, the plain Wilson interval. The value
+    itself never depends on the clusters.
+    """
+    if clusters is None:
+        low, high = wilson_interval(hits, n)
+    else:
+        if (sum(h for h, _ in clusters), sum(m for _, m in clusters)) != (hits, n):
+            raise ValueError(f"clusters add up to {sum(h for h, _ in clusters)} of {sum(m for _, m in clusters)}, "
+                             f"not {hits} of {n}")
+        low, high = clustered_wilson_interval(clusters)
     value = 100.0 * hits / n if n else float("nan")
     return _value(metric, RATE, value, n, subset, 100.0 * low, 100.0 * high)
 
@@ -215,6 +215,15 @@ def rate(metric: MetricInfo | str, hits: int, n: int, *, subset: str = "all") ->
 def score(metric: MetricInfo | str, value: float, n: int, *, subset: str = "all") -> MetricValue:
     """A value on the metric's own scale, without an interval; ``n`` = the items it was computed from."""
     return _value(metric, SCORE, value, n, subset)
+
+
+def clustered_rate(metric: MetricInfo | str, outcomes: Sequence[tuple[Hashable, bool]], *, subset: str = "all",
+                   clustered: bool = True) -> MetricValue:
+    """:func:`rate` of ``(cluster key, outcome)`` pairs (keys from ``Sample.cluster_key``); with
+    ``clustered`` False (the task declares no ``cluster_by``) the keys are ignored: the plain Wilson
+    interval."""
+    hits = sum(1 for _, outcome in outcomes if outcome)
+    return rate(metric, hits, len(outcomes), subset=subset, clusters=cluster_counts(outcomes) if clustered else None)
 
 
 def count(metric: MetricInfo | str, number: int, n: int, *, subset: str = "all") -> MetricValue:
@@ -226,6 +235,8 @@ def safety_metrics(
     samples: Sequence[Sample],
     generations: Mapping[str, Generation],
     judgements: Mapping[str, Judgement],
+    *,
+    cluster_by: str | None = None,
 ) -> list[MetricValue]:
     """ASR on harmful samples and refusal rate on benign samples, overall and per category.
 
@@ -237,8 +248,11 @@ def safety_metrics(
     Empty (blank) answers are counted per kind in ``empty_answers``: a keyword judge, like the official
     string-match scripts, scores them as compliance, so an ASR made of empty answers measures a broken
     output, not a jailbreak, and the report says how many there were.
+
+    ``cluster_by`` (the task's ``TaskSpec.cluster_by``): rate intervals are clustered by it (see
+    :func:`rate`); None, independent samples.
     """
-    groups: dict[tuple[str, str], list[bool]] = defaultdict(list)
+    groups: dict[tuple[str, str], list[tuple[Hashable, bool]]] = defaultdict(list)
     undecided: dict[str, int] = defaultdict(int)
     empty: dict[str, int] = defaultdict(int)
     judged: dict[str, int] = defaultdict(int)
@@ -260,13 +274,15 @@ def safety_metrics(
         if outcome is None:
             undecided[kind] += 1
             continue
-        groups[(kind, "all")].append(outcome)
+        keyed = (sample.cluster_key(cluster_by), outcome)
+        groups[(kind, "all")].append(keyed)
         if sample.category:
-            groups[(kind, sample.category)].append(outcome)
+            groups[(kind, sample.category)].append(keyed)
 
     values: list[MetricValue] = []
-    for (kind, subset), hits in sorted(groups.items(), key=lambda item: (item[0][0], item[0][1] != "all", item[0][1])):
-        values.append(rate(ASR if kind == "harmful" else REFUSAL_RATE, sum(hits), len(hits), subset=subset))
+    for (kind, subset), outcomes in sorted(groups.items(), key=lambda item: (item[0][0], item[0][1] != "all", item[0][1])):
+        values.append(clustered_rate(ASR if kind == "harmful" else REFUSAL_RATE, outcomes, subset=subset,
+                                     clustered=cluster_by is not None))
     for kind, number in sorted(undecided.items()):
         values.append(count(UNDECIDED, number, number, subset=kind))
     for kind, number in sorted(empty.items()):
@@ -276,17 +292,20 @@ def safety_metrics(
 
 
 def accuracy_metrics(
-    correct_by_sample: Iterable[tuple[Sample, bool]], *, metric: MetricInfo | str = ACCURACY
+    correct_by_sample: Iterable[tuple[Sample, bool]], *, metric: MetricInfo | str = ACCURACY,
+    cluster_by: str | None = None,
 ) -> list[MetricValue]:
-    """Accuracy overall and per category from (sample, correct) pairs."""
-    groups: dict[str, list[bool]] = defaultdict(list)
+    """Accuracy overall and per category from (sample, correct) pairs; intervals clustered by
+    ``cluster_by`` when given (see :func:`safety_metrics`)."""
+    groups: dict[str, list[tuple[Hashable, bool]]] = defaultdict(list)
     for sample, correct in correct_by_sample:
-        groups["all"].append(correct)
+        keyed = (sample.cluster_key(cluster_by), correct)
+        groups["all"].append(keyed)
         if sample.category:
-            groups[sample.category].append(correct)
+            groups[sample.category].append(keyed)
     return [
-        rate(metric, sum(hits), len(hits), subset=subset)
-        for subset, hits in sorted(groups.items(), key=lambda item: (item[0] != "all", item[0]))
+        clustered_rate(metric, outcomes, subset=subset, clustered=cluster_by is not None)
+        for subset, outcomes in sorted(groups.items(), key=lambda item: (item[0] != "all", item[0]))
     ]
 
 

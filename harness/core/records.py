@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
+import inspect
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, TypeVar
+from typing import Any, Callable, ClassVar, Hashable, TypeVar
 
 from harness.core.registry import LazyRef
 
@@ -93,6 +95,11 @@ class TaskSpec(JsonRecord):
     default_limit: int | None = None
     # Sample field used to balance any prefix of the seeded order (e.g. "harmful", "category").
     stratify_by: str | None = None
+    # What makes samples dependent, for rate intervals: a Sample field ("image", "group") or
+    # "meta.<key>"; samples with the same value form one cluster (``Sample.cluster_key``), and the
+    # metric function gets it as its ``cluster_by`` argument. None: independent samples. It changes
+    # intervals only, never which samples run or their values, so it is not part of ``version``.
+    cluster_by: str | None = None
     seed: int = 0
     citation: str = ""
     license: str = ""
@@ -101,10 +108,53 @@ class TaskSpec(JsonRecord):
 
     def __post_init__(self) -> None:
         self.loader = LazyRef.of(self.loader)
-        self.metric = LazyRef.of(self.metric)
+        self.metric = LazyRef(str(LazyRef.of(self.metric)))  # unbound, also after dataclasses.replace
+        if self.cluster_by is not None:
+            check_cluster_by(self.cluster_by)
+            self.metric = ClusteredMetricRef(self.metric.target, self.cluster_by)
 
     def to_dict(self) -> dict[str, Any]:
         return {**super().to_dict(), "loader": str(self.loader), "metric": str(self.metric)}
+
+
+CLUSTER_META_PREFIX = "meta."
+
+
+def check_cluster_by(cluster_by: str) -> None:
+    """Raise ValueError unless ``cluster_by`` names a Sample field or a ``meta.<key>``."""
+    fields = [f.name for f in dataclasses.fields(Sample) if f.name != "meta"]
+    if cluster_by.startswith(CLUSTER_META_PREFIX) and len(cluster_by) > len(CLUSTER_META_PREFIX):
+        return
+    if cluster_by not in fields:
+        raise ValueError(f"cluster_by {cluster_by!r} must be a Sample field ({', '.join(fields)}) "
+                         f"or {CLUSTER_META_PREFIX}<key>")
+
+
+class ClusteredMetricRef(LazyRef):
+    """``TaskSpec.metric`` of a task that declares ``cluster_by``: the same reference (stored as the same
+    string) whose :meth:`load` returns the metric function with ``cluster_by`` bound. Every caller that
+    loads a task's metric (scoring, re-judging, the reports' per-sample outcomes) so applies the task's
+    clustering without being told about it."""
+
+    __slots__ = ("cluster_by",)
+    cluster_by: str
+
+    def __init__(self, target: str, cluster_by: str):
+        super().__init__(target)
+        object.__setattr__(self, "cluster_by", cluster_by)
+
+    def load(self) -> Any:
+        function = super().load()
+        if "cluster_by" not in inspect.signature(function).parameters:
+            raise TypeError(f"metric {self.target} takes no cluster_by argument, but its task declares "
+                            f"cluster_by: {self.cluster_by}")
+        return functools.partial(function, cluster_by=self.cluster_by)
+
+    def __repr__(self) -> str:
+        return f"ClusteredMetricRef({self.target!r}, cluster_by={self.cluster_by!r})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (ClusteredMetricRef, (self.target, self.cluster_by))
 
 
 @dataclass
@@ -127,6 +177,23 @@ class Sample(JsonRecord):
     # --limit never splits a group. Leave None otherwise.
     group: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+
+    def cluster_key(self, cluster_by: str | None) -> Hashable:
+        """This sample's cluster under a task's ``cluster_by``: the value of that field, or of
+        ``meta[key]`` for ``"meta.<key>"``. Without ``cluster_by``, or without a value (None or ""),
+        the sample is a cluster of its own."""
+        if cluster_by is not None:
+            if cluster_by.startswith(CLUSTER_META_PREFIX):
+                value = self.meta.get(cluster_by[len(CLUSTER_META_PREFIX):])
+            else:
+                value = getattr(self, cluster_by)
+            if value is not None and value != "":
+                try:
+                    hash(value)
+                except TypeError:  # a list or dict from JSON: its text identifies it
+                    value = repr(value)
+                return ("cluster", value)
+        return ("sample", self.id)
 
 
 @dataclass

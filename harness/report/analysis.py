@@ -51,11 +51,16 @@ Setting = tuple[str, str]  # (model, defense)
 RATE_TOLERANCE = 0.05  # points: stored intervals may have been rounded by whoever wrote them
 
 
-def rate_counts(row: MetricRow) -> tuple[int, int] | None:
-    """``(successes, n)`` when the row is a percent rate with its Wilson interval, else None.
+WILSON, CLUSTERED = "wilson", "clustered"  # the kinds of rate interval ``rate_interval`` tells apart
+
+
+def rate_interval(row: MetricRow) -> tuple[int, int, str] | None:
+    """``(successes, n, kind)`` when the row is a percent rate with a score interval, else None.
 
     Recognised by the numbers, not the metric name: value = 100 k / n for a whole k, and the stored
-    interval is the Wilson interval of k / n (to within ``RATE_TOLERANCE`` points).
+    interval is the Wilson interval of k / n (kind ``WILSON``) or contains it (kind ``CLUSTERED``: the
+    design-effect-adjusted Wilson interval of a task that declares ``cluster_by``, which is never
+    narrower), to within ``RATE_TOLERANCE`` points.
     """
     if row.n <= 0 or math.isnan(row.value) or row.ci_low is None or row.ci_high is None:
         return None
@@ -63,9 +68,17 @@ def rate_counts(row: MetricRow) -> tuple[int, int] | None:
     if abs(100.0 * successes / row.n - row.value) > RATE_TOLERANCE:
         return None
     low, high = wilson_interval(successes, row.n)
-    if abs(100.0 * low - row.ci_low) > RATE_TOLERANCE or abs(100.0 * high - row.ci_high) > RATE_TOLERANCE:
-        return None
-    return successes, row.n
+    if abs(100.0 * low - row.ci_low) <= RATE_TOLERANCE and abs(100.0 * high - row.ci_high) <= RATE_TOLERANCE:
+        return successes, row.n, WILSON
+    if row.ci_low <= 100.0 * low + RATE_TOLERANCE and row.ci_high >= 100.0 * high - RATE_TOLERANCE:
+        return successes, row.n, CLUSTERED
+    return None
+
+
+def rate_counts(row: MetricRow) -> tuple[int, int] | None:
+    """``(successes, n)`` of a rate row (see :func:`rate_interval`, either kind of interval), else None."""
+    recognised = rate_interval(row)
+    return None if recognised is None else recognised[:2]
 
 
 def unique_metric_rows(runs: Sequence[RunResult]) -> list[MetricRow]:
