@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any, Sequence
 
+from harness.cli.errors import CommandError
 from harness.cli.options import (
     DEFAULT_DEFENSE,
     DEFAULT_MODEL,
@@ -40,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="judge factory option, for every judge or one (e.g. gpt-harmless:model=gpt-4o); repeatable")
     parser.add_argument("--results-dir", type=Path, default=None)
     parser.add_argument("--reports-dir", type=Path, default=None)
+    parser.add_argument("--lm-eval-output", type=Path, default=None, metavar="DIR",
+                        help="also write the run in lm-eval's layout under DIR/<model>/ (as `harness export --format lm-eval`)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
@@ -58,6 +61,8 @@ def main(argv: Sequence[str]) -> int:
     from harness.pipeline.evaluate import EvalConfig, run_eval
 
     args = build_parser().parse_args(list(argv))
+    if args.lm_eval_output is not None and args.lm_eval_output.exists() and not args.lm_eval_output.is_dir():
+        raise CommandError(f"--lm-eval-output {args.lm_eval_output} exists and is not a folder")  # before the run, not after
     config = EvalConfig(
         model=args.model,
         defense=args.defense,
@@ -86,4 +91,9 @@ def main(argv: Sequence[str]) -> int:
             print(f"  {row.task:<18} {row.metric:<22} {format_value(row)}")
     for task, error in info.settings.task_errors.items():
         print(f"  {task:<18} NOT RUN: {error}")
+    if args.lm_eval_output is not None:
+        from harness.pipeline.export import export_lmeval
+
+        written = export_lmeval(result.path, args.lm_eval_output)
+        print(f"lm-eval files: {written.folder} ({len(written.paths())} files)")
     return 1 if info.settings.task_errors else 0
