@@ -1,4 +1,4 @@
-"""Command line: ``harness list|eval|judge|report|compare|calibrate|build``.
+"""Command line: ``harness list|eval|judge|report|export|compare|calibrate|build``.
 
 A thin shell: one module per command (``build_parser()`` and ``main(argv) -> exit code``), shared
 option parsing in :mod:`harness.cli.options`, and one mapping from errors to exit codes in
@@ -22,6 +22,7 @@ COMMANDS = {
     "eval": ("harness.cli.evaluate", "run a model under a defense on tasks, then write the report"),
     "judge": ("harness.cli.judge", "re-score a stored run with other judges (cached; no model), then re-render reports"),
     "report": ("harness.cli.report", "re-render reports from stored results (--latex PATH for tables only)"),
+    "export": ("harness.cli.export", "write a stored run in another tool's layout (lm-eval's results and samples files)"),
     "compare": ("harness.cli.compare", "regression gate: compare two result sets, exit 1 on a significant regression"),
     "calibrate": ("harness.cli.calibrate", "fit a defense's artifacts (directions, probers, prototypes) for a model"),
     "build": ("harness.cli.build", "build an offline model (smol-llava) into the local cache"),

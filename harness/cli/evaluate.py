@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
+from harness.cli.errors import CommandError
 from harness.cli.options import (
     DEFAULT_DEFENSE,
     DEFAULT_MODEL,
@@ -51,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="a folder of extra task YAML files (and their loader modules); repeatable")
     parser.add_argument("--results-dir", type=Path, default=None)
     parser.add_argument("--reports-dir", type=Path, default=None)
+    parser.add_argument("--lm-eval-output", type=Path, default=None, metavar="DIR",
+                        help="also write the run in lm-eval's layout under DIR/<model>/ (as `harness export --format lm-eval`)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
@@ -113,6 +116,8 @@ def main(argv: Sequence[str]) -> int:
     from harness.pipeline.evaluate import run_config
 
     args = build_parser().parse_args(list(argv))
+    if args.lm_eval_output is not None and args.lm_eval_output.exists() and not args.lm_eval_output.is_dir():
+        raise CommandError(f"--lm-eval-output {args.lm_eval_output} exists and is not a folder")  # before the run, not after
     config = resolve_config(args)
     try:
         runs = run_config(config, results_dir=args.results_dir, reports_dir=args.reports_dir, progress=not args.no_progress)
@@ -128,4 +133,9 @@ def main(argv: Sequence[str]) -> int:
         for task, error in info.settings.task_errors.items():
             print(f"  {task:<18} NOT RUN: {error}")
         failed = failed or bool(info.settings.task_errors)
+        if args.lm_eval_output is not None:
+            from harness.pipeline.export import export_lmeval
+
+            written = export_lmeval(result.path, args.lm_eval_output)
+            print(f"lm-eval files: {written.folder} ({len(written.paths())} files)")
     return 1 if failed else 0
