@@ -46,8 +46,10 @@ def load_hf_split(
     split: str = "test",
     data_files: str | list[str] | dict[str, Any] | None = None,
     cache_dir: str | None = None,
+    revision: str | None = None,
 ) -> Any:
-    """``datasets.load_dataset`` with the arguments a task YAML (or a test) can set.
+    """``datasets.load_dataset`` with the arguments a task YAML (or a test) can set; ``revision`` is the
+    task's pinned dataset commit (``TaskSpec.revision``).
 
     Imported lazily: listing tasks must not import ``datasets``.
     """
@@ -55,7 +57,7 @@ def load_hf_split(
 
     if isinstance(data_files, str):
         data_files = str(data_path(data_files)) if not data_files.startswith(("hf://", "http")) else data_files
-    return datasets.load_dataset(path, name, split=split, data_files=data_files, cache_dir=cache_dir)
+    return datasets.load_dataset(path, name, split=split, data_files=data_files, cache_dir=cache_dir, revision=revision)
 
 
 def save_image(image: "Image", task_name: str) -> str:

@@ -33,6 +33,7 @@ def load_jailbreakv(
     split: str = "mini_JailBreakV_28K",
     data_files: str | list[str] | None = None,
     cache_dir: str | None = None,
+    revision: str | None = None,  # the task's pinned dataset commit (TaskSpec.revision)
     images_root: str = "jailbreakv-28k/JailBreakV_28K",
 ) -> list[Sample]:
     """One harmful sample per row, in dataset order; sample id = the dataset's ``id``.
@@ -41,7 +42,7 @@ def load_jailbreakv(
     A row whose image file is absent is still returned, with ``meta["image_error"]``; it fails alone at
     generation.
     """
-    dataset = load_hf_split(path, name, split, data_files, cache_dir)
+    dataset = load_hf_split(path, name, split, data_files, cache_dir, revision)
     root = resolve_root(images_root)
     samples, refs = [], []
     for row in dataset:

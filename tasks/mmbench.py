@@ -82,6 +82,7 @@ def load_mmbench(
     split: str = "dev",
     data_files: str | list[str] | None = None,
     cache_dir: str | None = None,
+    revision: str | None = None,  # the task's pinned dataset commit (TaskSpec.revision)
 ) -> list[Sample]:
     """Every row (original and circular copies); id = the row's ``index``.
 
@@ -89,7 +90,7 @@ def load_mmbench(
     Rows are ordered by question, original first; the pipeline's stratified order
     (``stratify_by: category``) shuffles whole circular groups and ``--limit`` never splits one.
     """
-    dataset = load_hf_split(path, name, split, data_files, cache_dir)
+    dataset = load_hf_split(path, name, split, data_files, cache_dir, revision)
     samples = []
     for row, image in rows_with_images(dataset, task_name, sample_id=lambda row, _: str(row["index"])):
         index = int(row["index"])

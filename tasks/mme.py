@@ -51,6 +51,7 @@ def load_mme(
     split: str = "test",
     data_files: str | list[str] | None = None,
     cache_dir: str | None = None,
+    revision: str | None = None,  # the task's pinned dataset commit (TaskSpec.revision)
 ) -> list[Sample]:
     """MME questions; ``group`` is the image key (HF ``question_id``, shared by a pair).
 
@@ -59,7 +60,7 @@ def load_mme(
     Dataset order; the pipeline's stratified order (``stratify_by: category``) shuffles whole pairs and
     interleaves subtasks, and ``--limit`` never splits a pair.
     """
-    dataset = load_hf_split(path, name, split, data_files, cache_dir)
+    dataset = load_hf_split(path, name, split, data_files, cache_dir, revision)
     seen: dict[str, int] = defaultdict(int)
     samples = []
     for row, image in rows_with_images(dataset, task_name, sample_id=lambda row, _: str(row["question_id"])):

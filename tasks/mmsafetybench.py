@@ -304,7 +304,8 @@ def _load_github(
 
 
 def _load_hf(
-    task_name: str, variant: str, scenarios: Sequence[str], path: str, data_files: str | None, cache_dir: str | None
+    task_name: str, variant: str, scenarios: Sequence[str], path: str, data_files: str | None, cache_dir: str | None,
+    revision: str | None = None,
 ) -> list[Sample]:
     if data_files is not None and "{config}" not in data_files and len(scenarios) > 1:
         raise ValueError("MM-SafetyBench data_files must contain {config} (and {variant}) to read several scenarios")
@@ -312,10 +313,10 @@ def _load_hf(
     for scenario in scenarios:  # rows_with_images logs the missing images of each scenario
         config = hf_config(scenario)
         if data_files is None:
-            dataset = load_hf_split(path, config, variant, None, cache_dir)
+            dataset = load_hf_split(path, config, variant, None, cache_dir, revision)
         else:
             # A local copy of the repository's files (data/<config>/<split>.parquet): one file per call.
-            dataset = load_hf_split(path, None, "train", data_files.format(config=config, variant=variant), cache_dir)
+            dataset = load_hf_split(path, None, "train", data_files.format(config=config, variant=variant), cache_dir, revision)
         rows = rows_with_images(dataset, task_name, sample_id=lambda row, _, scenario=scenario: f"{scenario}/{row['id']}")
         for row, ref in rows:
             qid = str(row["id"])
@@ -335,6 +336,7 @@ def load_mmsafetybench(
     path: str = "PKU-Alignment/MM-SafetyBench",
     data_files: str | None = None,
     cache_dir: str | None = None,
+    revision: str | None = None,  # the task's pinned dataset commit (TaskSpec.revision)
 ) -> list[Sample]:
     """MM-SafetyBench questions of one image ``variant`` for the chosen ``scenarios`` (default all 13).
 
@@ -351,4 +353,4 @@ def load_mmsafetybench(
     chosen = resolve_scenarios(scenarios)
     if source == "github":
         return _load_github(task_name, variant, chosen, questions_dir, images_root, font_path)
-    return _load_hf(task_name, variant, chosen, path, data_files, cache_dir)
+    return _load_hf(task_name, variant, chosen, path, data_files, cache_dir, revision)

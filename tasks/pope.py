@@ -96,6 +96,7 @@ def load_pope(
     split: str = "test",
     data_files: str | list[str] | None = None,
     cache_dir: str | None = None,
+    revision: str | None = None,  # the task's pinned dataset commit (TaskSpec.revision)
     coco_root: str | None = None,
     json_dir: str = "pope",
 ) -> list[Sample]:
@@ -112,7 +113,7 @@ def load_pope(
             for category in wanted
             for row in read_pope_json(Path(json_dir) / f"coco_pope_{category}.json")
         ]
-    dataset = load_hf_split(path, name, split, data_files, cache_dir)
+    dataset = load_hf_split(path, name, split, data_files, cache_dir, revision)
     # Select on the text column first so that only the wanted rows' images are decoded and written.
     column = list(dataset["category"])
     rows = [i for i, category in enumerate(column) if category in wanted]

@@ -24,6 +24,7 @@ def load_spavl(
     split: str = "harm",
     data_files: str | list[str] | None = None,
     cache_dir: str | None = None,
+    revision: str | None = None,  # the task's pinned dataset commit (TaskSpec.revision)
 ) -> list[Sample]:
     """One harmful sample per row, in dataset order; sample id = the 0-based row number.
 
@@ -31,7 +32,7 @@ def load_spavl(
     empty or undecodable is still returned, pointing at a file that is never created, with
     ``meta["image_error"]``; it fails alone at generation.
     """
-    dataset = load_hf_split(path, name, split, data_files, cache_dir)
+    dataset = load_hf_split(path, name, split, data_files, cache_dir, revision)
     samples = []
     for index, (row, ref) in enumerate(rows_with_images(dataset, task_name, sample_id=lambda _, i: str(i))):
         sample_id = str(index)

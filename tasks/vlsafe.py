@@ -29,6 +29,7 @@ def load_vlsafe(
     data_files: str | list[str] | None = DEFAULT_DATA_FILES,
     split: str = "train",
     cache_dir: str | None = None,
+    revision: str | None = None,  # the task's pinned dataset commit (TaskSpec.revision)
     images_root: str = "coco/train2017",
 ) -> list[Sample]:
     """One harmful sample per JSONL line, in file order; sample id = the 0-based line number.
@@ -37,7 +38,7 @@ def load_vlsafe(
     image is absent under ``images_root`` (relative paths are under ``tasks/data``) is still returned,
     with ``meta["image_error"]``; it fails alone at generation.
     """
-    dataset = load_hf_split(path, None, split, data_files, cache_dir)
+    dataset = load_hf_split(path, None, split, data_files, cache_dir, revision)
     root = resolve_root(images_root)
     samples, refs = [], []
     for index, row in enumerate(dataset):

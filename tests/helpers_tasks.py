@@ -50,3 +50,8 @@ def repeated_prompt_samples(task_name: str) -> list[Sample]:
         Sample(task=task_name, id="b", prompt="Same words.", harmful=True),
         Sample(task=task_name, id="c", prompt="Other words.", harmful=True),
     ]
+
+
+def pinned_dataset_samples(task_name: str, revision: str | None = None) -> list[Sample]:
+    """Two prompts that do not depend on the revision (so only the pin can tell the runs apart)."""
+    return [Sample(task=task_name, id=str(i), prompt=f"Say {i}.", harmful=True) for i in range(2)]

@@ -100,6 +100,10 @@ class TaskSpec(JsonRecord):
     # metric function gets it as its ``cluster_by`` argument. None: independent samples. It changes
     # intervals only, never which samples run or their values, so it is not part of ``version``.
     cluster_by: str | None = None
+    # The commit of the Hub dataset the loader reads (None: the loader reads local files, or the task is
+    # unpinned). The loader gets it as its ``revision`` argument, and it enters the task's version
+    # (``<version>+rev.<revision>``), so a run on another data revision never shares cached generations.
+    revision: str | None = None
     seed: int = 0
     citation: str = ""
     license: str = ""

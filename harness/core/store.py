@@ -43,6 +43,7 @@ class RunSettings(JsonRecord):
     task_args: dict[str, dict[str, Any]] = field(default_factory=dict)  # task -> --task-arg overrides
     judge_arg_names: dict[str, list[str]] = field(default_factory=dict)  # judge -> option names (never values)
     task_limits: dict[str, int | str] = field(default_factory=dict)  # tasks with their own --limit
+    data_revisions: dict[str, str] = field(default_factory=dict)  # task -> pinned dataset revision
     config: dict[str, Any] = field(default_factory=dict)  # the resolved run config (harness.pipeline.config)
 
 

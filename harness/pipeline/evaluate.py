@@ -97,6 +97,7 @@ def run_eval(config: EvalConfig, bringup: BringUp | None = None, *, keep_loaded:
         generation={name: items[0].request.settings.to_dict() for name, items in plan.planned.items() if items},
         judge_arg_names={name: sorted(options) for name, options in config.judge_args.items()},
         task_limits=task_limits, config=config.run_config,
+        data_revisions={spec.name: spec.revision for spec in plan.loaded_specs if spec.revision},
     )
     info = RunInfo(
         run_id=run_id, model=bringup.spec.name, defense=bringup.defense_name,

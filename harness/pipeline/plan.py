@@ -83,6 +83,27 @@ def with_task_args_version(spec: TaskSpec, task_args: dict[str, Any] | None) -> 
     return dataclasses.replace(spec, version=f"{spec.version}+args.{digest}")
 
 
+def with_revision_version(spec: TaskSpec) -> TaskSpec:
+    """The spec whose version also names its pinned dataset revision (``1+rev.<revision>``): generations
+    made on other data are never answered from the cache, paired or gated as the same task."""
+    if not spec.revision:
+        return spec
+    return dataclasses.replace(spec, version=f"{spec.version}+rev.{spec.revision[:12]}")
+
+
+def check_revision(spec: TaskSpec) -> None:
+    """A pinned revision must reach the loader: it takes a ``revision`` argument, and the YAML does not
+    also set one in ``loader_args``."""
+    if not spec.revision:
+        return
+    if "revision" in spec.loader_args:
+        raise ValueError(f"task {spec.name}: name the dataset revision once, as the top-level 'revision' "
+                         "(not also in loader_args)")
+    if "revision" not in inspect.signature(spec.loader.load()).parameters:
+        raise ValueError(f"task {spec.name}: pins revision {spec.revision!r}, but its loader {spec.loader} "
+                         "takes no revision argument")
+
+
 def check_loader_args(spec: TaskSpec, overrides: dict[str, Any]) -> None:
     """Fail fast on a ``--task-arg`` key the task's loader does not take, with close matches."""
     parameters = inspect.signature(spec.loader.load()).parameters
@@ -100,7 +121,8 @@ def check_loader_args(spec: TaskSpec, overrides: dict[str, Any]) -> None:
 def load_samples(spec: TaskSpec, overrides: dict[str, Any] | None = None) -> list[Sample]:
     """The task's samples; ``overrides`` (``--task-arg``) are merged over the YAML ``loader_args``."""
     loader: Callable[..., list[Sample]] = spec.loader.load()
-    samples = loader(spec.name, **{**spec.loader_args, **(overrides or {})})
+    pinned = {"revision": spec.revision} if spec.revision else {}
+    samples = loader(spec.name, **{**spec.loader_args, **pinned, **(overrides or {})})
     ids = [sample.id for sample in samples]
     if len(set(ids)) != len(ids):
         raise ValueError(f"task {spec.name!r}: loader returned duplicate sample ids")
@@ -213,7 +235,8 @@ def resolve_tasks(names: Sequence[str], task_args: dict[str, dict[str, Any]]) ->
         raise ValueError(f"--task-arg names task(s) that are not being run: {', '.join(stray)}")
     for spec in specs:
         check_loader_args(spec, by_task.get(spec.name, {}))
-    return [with_task_args_version(spec, by_task.get(spec.name)) for spec in specs], by_task
+        check_revision(spec)
+    return [with_task_args_version(with_revision_version(spec), by_task.get(spec.name)) for spec in specs], by_task
 
 
 def plan_tasks(

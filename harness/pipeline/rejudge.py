@@ -192,13 +192,14 @@ def stored_task_spec(run: RunResult, task: str) -> TaskSpec:
     describe the stored samples."""
     from harness import registries
     from harness.core.registry import UnknownNameError
+    from harness.pipeline.plan import with_revision_version
 
     try:
         spec = registries.tasks().get(task)
     except UnknownNameError as exc:
         raise JudgeCommandError(f"{exc} (its metric function is needed to score the run)") from None
     stored_version = run.info.tasks.get(task, spec.version)
-    if stored_version.split("+args.")[0] != spec.version:  # "+args." marks --task-arg overrides
+    if stored_version.split("+args.")[0] != with_revision_version(spec).version:  # "+args.": --task-arg overrides
         log.warning("task %s is version %s now; the run stored version %s: scoring its stored samples with "
                     "today's metric function", task, spec.version, stored_version)
     return replace(spec, version=stored_version)
