@@ -43,6 +43,12 @@ class RunSettings(JsonRecord):
     task_args: dict[str, dict[str, Any]] = field(default_factory=dict)  # task -> --task-arg overrides
     judge_arg_names: dict[str, list[str]] = field(default_factory=dict)  # judge -> option names (never values)
 
+    def max_new_tokens(self, task: str) -> int | None:
+        """The token limit ``task`` was generated with, or None when the run does not record it (the
+        ``truncated`` answer-quality flag needs it)."""
+        value = self.generation.get(task, {}).get("max_new_tokens")
+        return int(value) if value is not None else None
+
 
 @dataclass
 class RunInfo(JsonRecord):
