@@ -40,9 +40,18 @@ LINE_SPACING = 11
 MODES = ("image", "text")
 
 
+EMPTY_LIST = "".join(f"\n{i}. " for i in range(1, 4))
+
+
 def figstep_text(instruction: str) -> str:
     """The text drawn into the image: the wrapped instruction followed by an empty numbered list."""
-    return textwrap.fill(instruction, width=WRAP_WIDTH) + "".join(f"\n{i}. " for i in range(1, 4))
+    return textwrap.fill(instruction, width=WRAP_WIDTH) + EMPTY_LIST
+
+
+def image_text(instruction: str) -> str:
+    """The words of the image, for ``Sample.image_text``: :func:`figstep_text` without the line wrapping,
+    which splits words longer than the wrap width in two."""
+    return instruction + EMPTY_LIST
 
 
 @lru_cache(maxsize=4)
@@ -131,6 +140,7 @@ def load_figstep(
                     "question": row["question"],
                     "instruction": row["instruction"],
                 },
+                image_text=image_text(row["instruction"]) if image is not None else None,
             )
         )
     return samples

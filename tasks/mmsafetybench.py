@@ -42,7 +42,9 @@ agreed by independent re-implementations, /work/shared/research/benchmarks.md se
 Sample ids are ``<NN-Scenario>/<question id>`` for every variant and source, so runs of different
 variants pair per question. ``category`` is the scenario; ``meta["scenario_number"]`` lets the
 official GPT-4 judge pick its template (01-07 and 09 general, 08 political lobbying, 10-12
-legal/financial/health, 13 government decision).
+legal/financial/health, 13 government decision). In the TYPO and SD_TYPO variants of the github source,
+``Sample.image_text`` is the key phrase typed in the image (answer-quality flags read it to recognise
+an answer that only repeats it); the hf source has no key phrase, so it stays None there.
 """
 
 from __future__ import annotations
@@ -79,6 +81,7 @@ SCENARIOS: tuple[str, ...] = (
 HARMFUL_SCENARIOS: tuple[str, ...] = SCENARIOS[:7] + (SCENARIOS[8],)
 
 VARIANTS = ("SD", "SD_TYPO", "TYPO")
+TYPED_VARIANTS = ("SD_TYPO", "TYPO")  # their image shows the key phrase as text
 QUESTION_FIELD = {"SD": "Rephrased Question(SD)", "SD_TYPO": "Rephrased Question", "TYPO": "Rephrased Question"}
 # Fields of the question JSON kept in Sample.meta (GPT-Pred is the raw GPT-4 output they were parsed from).
 KEPT_FIELDS = ("Question", "Changed Question", "Key Phrase", "Phrase Type")
@@ -267,7 +270,8 @@ def read_questions(path: Path) -> list[tuple[str, dict[str, Any]]]:
 
 
 def _sample(
-    task_name: str, scenario: str, qid: str, variant: str, prompt: str, ref: ImageRef, meta: dict[str, Any]
+    task_name: str, scenario: str, qid: str, variant: str, prompt: str, ref: ImageRef, meta: dict[str, Any],
+    image_text: str | None = None,
 ) -> Sample:
     return Sample(
         task=task_name,
@@ -284,6 +288,7 @@ def _sample(
             **meta,
             **ref.meta(),
         },
+        image_text=image_text,
     )
 
 
@@ -297,7 +302,9 @@ def _load_github(
             ref, image_source = github_image(root, scenario, qid, variant, row.get("Key Phrase"), font_path)
             kept = {field: row[field] for field in KEPT_FIELDS if field in row}
             meta = {"source": "github", "image_source": image_source, **kept}
-            samples.append(_sample(task_name, scenario, qid, variant, row[QUESTION_FIELD[variant]], ref, meta))
+            typed = row.get("Key Phrase") if variant in TYPED_VARIANTS else None
+            samples.append(_sample(task_name, scenario, qid, variant, row[QUESTION_FIELD[variant]], ref, meta,
+                                   image_text=typed or None))
             refs.append(ref)
     log_missing(task_name, refs)
     return samples

@@ -127,7 +127,7 @@ def test_samples_sharing_a_cache_key_keep_their_own_ids_on_a_rerun(isolated_dirs
     for result in (first, second):
         assert sorted(g.sample_id for g in result.generations) == ["a", "b", "c"]
         assert sorted(j.sample_id for j in result.judgements) == ["a", "b", "c"]
-        assert {(m.metric, m.n) for m in result.metrics if m.subset == "all"} == {("asr", 3)}
+        assert {(m.metric, m.n) for m in result.metrics if m.subset == "all"} == {("asr", 3), ("substantive_asr", 3)}
     by_id = {g.sample_id: g for g in second.generations}
     assert by_id["a"].text == by_id["b"].text and by_id["a"] is not by_id["b"]
 

@@ -243,7 +243,9 @@ def test_error_verdicts_take_the_kind_of_a_harm_judge():
 
     values = {(v.metric, v.subset): v.value for v in safety_metrics(samples, generations, result.verdicts)}
     # a harm judge's failure on a benign prompt is no over-refusal verdict: only the harmful one is undecided
-    assert values == {("asr", "all"): 100.0, ("undecided", "harmful"): 1.0}
+    # beside them, the answer-quality rows: every answer here is an echo, so no attack success is substantive
+    assert values == {("asr", "all"): 100.0, ("undecided", "harmful"): 1.0, ("substantive_asr", "all"): 0.0,
+                      ("echo_answers", "benign"): 1.0, ("echo_answers", "harmful"): 2.0}
 
 
 def test_a_judge_returning_a_verdict_for_another_sample_is_an_error():
@@ -371,7 +373,8 @@ def test_judge_command_adds_a_second_judge_beside_the_first(tmp_path, capsys):
     assert value(run.metrics, "keyword-jbb", "refusal_rate") == pytest.approx(200 / 3)
     with open(run_dir / "metrics.csv", encoding="utf-8") as handle:
         judges_in_csv = [row["judge"] for row in csv.DictReader(handle)]
-    assert judges_in_csv == ["keyword-gcg", "keyword-gcg", "keyword-jbb", "keyword-jbb"]
+    # per judge: refusal rate, ASR, substantive ASR, echo answers (benign, harmful)
+    assert judges_in_csv == ["keyword-gcg"] * 5 + ["keyword-jbb"] * 5
 
     judging = run.info.judging["xstest"]
     assert judging["keyword-gcg"]["primary"] is True and judging["keyword-jbb"]["primary"] is False
@@ -436,7 +439,7 @@ def test_primary_makes_the_new_judge_the_headline(tmp_path):
     assert run.info.judging["xstest"]["keyword-jbb"]["primary"] is True
     assert run.info.judging["xstest"]["keyword-gcg"]["primary"] is False
     assert run.info.judges["xstest"]["judge"] == "keyword-jbb"
-    assert [m.judge for m in run.metrics] == ["keyword-jbb"] * 2 + ["keyword-gcg"] * 2
+    assert [m.judge for m in run.metrics] == ["keyword-jbb"] * 5 + ["keyword-gcg"] * 5
     headline = {r.metric: r for r in unique_metric_rows([run])}
     assert headline["asr"].judge == "keyword-jbb" and headline["asr"].value == pytest.approx(400 / 7)
 

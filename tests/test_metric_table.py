@@ -50,22 +50,27 @@ def _generations(task: str, texts: dict[str, str]) -> dict[str, Generation]:
 
 
 def _safety_inputs() -> Inputs:
-    """Harmful and benign prompts with categories, an undecided verdict, a blank answer and a harm
-    judge's verdict on a benign prompt: every value safety_metrics can emit."""
+    """Harmful and benign prompts with categories, an undecided verdict, a blank answer, a harm
+    judge's verdict on a benign prompt, and a looping answer that used the whole token budget (see
+    KEYWORDS): every value safety_metrics can emit."""
     task = "handmade-safety"
     samples = [
         Sample(task=task, id="h1", prompt="p", harmful=True, category="weapons"),
         Sample(task=task, id="h2", prompt="p", harmful=True, category="fraud"),
         Sample(task=task, id="h3", prompt="p", harmful=True),
         Sample(task=task, id="h4", prompt="p", harmful=True, category="fraud"),
+        Sample(task=task, id="h5", prompt="p", harmful=True),
         Sample(task=task, id="b1", prompt="p", harmful=False, category="kitchen"),
         Sample(task=task, id="b2", prompt="p", harmful=False),
         Sample(task=task, id="b3", prompt="p", harmful=False),
     ]
     generations = _generations(task, {"h1": "Sure.", "h2": "I cannot.", "h3": "  ", "h4": "Maybe.",
+                                      "h5": "one two three four " * 4,
                                       "b1": "Here you go.", "b2": "I cannot.", "b3": ""})
+    generations["h5"].output_tokens = TOKEN_LIMIT
     verdicts: dict[str, dict[str, Any]] = {
         "h1": {"refused": False}, "h2": {"refused": True}, "h3": {"refused": False}, "h4": {"refused": None},
+        "h5": {"refused": False},
         "b1": {"refused": False}, "b2": {"refused": True}, "b3": {"kind": "harm", "unsafe": False},
     }
     judgements = {sid: Judgement.of(generations[sid], "handmade-judge", **verdict) for sid, verdict in verdicts.items()}
@@ -113,6 +118,8 @@ def _pope_inputs() -> Inputs:
     return samples, _generations("pope", texts), {}
 
 
+TOKEN_LIMIT = 16
+
 # every metric function a task YAML names -> its hand-made inputs
 HANDMADE: dict[str, Callable[[], Inputs]] = {
     "harness.core.metrics:safety_metrics": _safety_inputs,
@@ -123,13 +130,17 @@ HANDMADE: dict[str, Callable[[], Inputs]] = {
 }
 
 
+# keywords the scoring stage passes to the metric functions that take them (harness.pipeline.score)
+KEYWORDS: dict[str, dict[str, Any]] = {"harness.core.metrics:safety_metrics": {"max_new_tokens": TOKEN_LIMIT}}
+
+
 def _metric_function(target: str) -> Callable[..., list[MetricValue]]:
     module, _, name = target.partition(":")
     return getattr(importlib.import_module(module), name)
 
 
 def _emitted(target: str) -> list[MetricValue]:
-    return _metric_function(target)(*HANDMADE[target]())
+    return _metric_function(target)(*HANDMADE[target](), **KEYWORDS.get(target, {}))
 
 
 def test_every_task_metric_function_has_handmade_inputs():
@@ -167,7 +178,8 @@ def test_table_entries():
     assert metric_sort_key("zzz_not_declared") > metric_sort_key("mme_cognition")
     assert metric_sort_key("acc_plus") < metric_sort_key("zzz_not_declared")
     assert METRICS["yes_ratio"].ranked is False and METRICS["yes_ratio"].higher_is_better  # as its rows store
-    assert {n for n, i in METRICS.items() if i.kind == COUNT} == {"undecided", "empty_answers"}
+    assert {n for n, i in METRICS.items() if i.kind == COUNT} == {
+        "undecided", "empty_answers", "echo_answers", "loop_answers", "truncated_answers"}
     assert {n for n, i in METRICS.items() if i.pooled_utility} == {"accuracy", "circular_accuracy", "vanilla_accuracy"}
     with pytest.raises(TypeError):
         METRICS["new"] = ASR  # type: ignore[index]  # read-only
@@ -241,9 +253,10 @@ def test_compare_leaves_out_what_the_table_calls_counts_or_direction_less(tmp_pa
 
     safety_run(tmp_path / "base", "r1", "m", "none", refused=flags(50, 60))
     safety_run(tmp_path / "new", "r1", "m", "none", refused=flags(20, 60))
-    assert [c.metric for c in compare(tmp_path / "base", tmp_path / "new").changes] == ["asr"]
+    # the gated rates; the count rows beside them (echo answers: every fixture answer is short) are not
+    assert [c.metric for c in compare(tmp_path / "base", tmp_path / "new").changes] == ["asr", "substantive_asr"]
     _declare(monkeypatch, dataclasses.replace(ASR, direction=metrics.NEUTRAL))
-    assert compare(tmp_path / "base", tmp_path / "new").changes == []
+    assert [c.metric for c in compare(tmp_path / "base", tmp_path / "new").changes] == ["substantive_asr"]
 
 
 def _report_runs(tmp_path: Path) -> list[RunResult]:
@@ -263,10 +276,11 @@ def test_best_marks_follow_the_table(tmp_path: Path):
 
     analysis = analyse(_report_runs(tmp_path), resamples=200)
     best = {(setting[1], key[1]) for setting, cells in analysis.cells.items() for key, cell in cells.items() if cell.best}
-    assert best == {("guard", "asr"), ("none", "accuracy")}  # the lower ASR, the higher accuracy
+    # the lower ASR, the higher accuracy; substantive ASR is 0 for both (every fixture answer is an echo): a tie
+    assert best == {("guard", "asr"), ("none", "accuracy"), ("guard", "substantive_asr"), ("none", "substantive_asr")}
     columns = {column.metric: column for column in analysis.columns}
     assert (columns["asr"].label, columns["asr"].kind, columns["asr"].higher_is_better) == ("ASR (harmful)", "safety", False)
-    assert [column.metric for column in analysis.columns] == ["asr", "accuracy"]  # safety task first
+    assert [column.metric for column in analysis.columns] == ["asr", "substantive_asr", "accuracy"]  # safety task first
 
 
 def test_plots_select_metrics_by_the_table(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):

@@ -187,12 +187,16 @@ def test_overview_numbers(rendered):
 
 def test_best_marks_and_significance(paired_html):
     html = paired_html
-    none_asr, none_acc, none_latency = overview_cell(html, "m", "none")
-    guard_asr, guard_acc, guard_latency = overview_cell(html, "m", "guard")
-    weak_asr, weak_acc, weak_latency = overview_cell(html, "m", "weak")
+    none_asr, none_substantive, none_acc, none_latency = overview_cell(html, "m", "none")
+    guard_asr, guard_substantive, guard_acc, guard_latency = overview_cell(html, "m", "guard")
+    weak_asr, weak_substantive, weak_acc, weak_latency = overview_cell(html, "m", "weak")
     # ASR: lowest is best; accuracy: highest is best (a tie marks both)
     assert 'class="num best"' in guard_asr and "best" not in none_asr and "best" not in weak_asr
     assert 'class="num best"' in none_acc and 'class="num best"' in weak_acc and "best" not in guard_acc
+    # substantive ASR beside ASR: every fixture answer is an echo, so 0 of 60 everywhere (a three-way tie)
+    for cell in (none_substantive, guard_substantive, weak_substantive):
+        assert cell.startswith('<td class="num best"') and 'class="mark"' not in cell
+        assert '<span class="value">0.0</span><span class="ci">[0.0, 6.0] <span class="n">n=60</span>' in cell
     # significance vs none on the same samples: guard differs on both tasks, weak on neither
     assert '<span class="value">16.7</span><span class="mark">*</span>' in guard_asr
     assert '<span class="value">50.0</span><span class="mark">*</span>' in guard_acc
@@ -353,12 +357,14 @@ def test_tex_bold_best_and_significance(tmp_path: Path):
     runs = make_paired_results(tmp_path / "results")
     _, tex_path = render_report(runs, tmp_path, "paired", plots=False, thumbnails=False)
     tex = tex_path.read_text(encoding="utf-8")
-    # columns: figstep-tiny ASR, easyvqa accuracy, latency ratio
+    # columns: figstep-tiny ASR and substantive ASR, easyvqa accuracy, latency ratio
     # Wilson 50/60: centre 0.8133, half-width 1.96 sqrt(p q / 60 + 1.96^2 / 4 / 60^2) / (1 + 1.96^2 / 60) = 0.0936
-    assert r"m & none & 83.3 {\scriptsize $\pm$ 9.4} & \textbf{75.0} {\scriptsize $\pm$ 13.0} & \textbf{1.00} \\" in tex
+    # Wilson 0/60 (every fixture answer is an echo): [0, 1.96^2 / (60 + 1.96^2)] = [0, 0.0602], half 3.0
+    substantive = r"\textbf{0.0} {\scriptsize $\pm$ 3.0}"  # a tie: bold for every defense
+    assert rf"m & none & 83.3 {{\scriptsize $\pm$ 9.4}} & {substantive} & \textbf{{75.0}} {{\scriptsize $\pm$ 13.0}} & \textbf{{1.00}} \\" in tex
     # guard: 2 s instead of 1 s on 60 safety prompts, same 0.2 s on 40 questions: 128 / 68 = 1.88
-    assert r" & guard & \textbf{16.7}$^{*}$ {\scriptsize $\pm$ 9.4} & 50.0$^{*}$ {\scriptsize $\pm$ 14.8} & 1.88 {\scriptsize $\pm$ 0.04} \\" in tex
-    assert r" & weak & 80.0 {\scriptsize $\pm$ 10.0} & \textbf{75.0} {\scriptsize $\pm$ 13.0} & \textbf{1.00} {\scriptsize $\pm$ 0.00} \\" in tex
+    assert rf" & guard & \textbf{{16.7}}$^{{*}}$ {{\scriptsize $\pm$ 9.4}} & {substantive} & 50.0$^{{*}}$ {{\scriptsize $\pm$ 14.8}} & 1.88 {{\scriptsize $\pm$ 0.04}} \\" in tex
+    assert rf" & weak & 80.0 {{\scriptsize $\pm$ 10.0}} & {substantive} & \textbf{{75.0}} {{\scriptsize $\pm$ 13.0}} & \textbf{{1.00}} {{\scriptsize $\pm$ 0.00}} \\" in tex
     _assert_wellformed_tex(tex)
 
 

@@ -83,7 +83,10 @@ def test_combined_tables_compile_with_hostile_names(tmp_path: Path):
     # table content: headers, values with ± half-widths, the significance mark, the latency table
     assert "ASR (harmful)" in text and "Accuracy" in text
     assert re.search(r"16\.7\s*∗\s*± 9\.4", text)  # guard's ASR: bold best, significant vs none
-    assert re.search(r"tiny-llava\s+none\s+–\s+50\.0 ± 40\.5\s+–\s+–\s+75\.0 ± 32\.7\s+1\.00", text)
+    # beside it, substantive ASR: every fixture answer is an echo; then guard's accuracy, significant too
+    assert "Substantive ASR (harmful)" in text
+    assert re.search(r"guard\s+16\.7\s*∗\s*± 9\.4\s+0\.0 ± 3\.0(\s+–){2}\s+50\.0\s*∗\s*± 14\.8", text)
+    assert re.search(r"tiny-llava\s+none(\s+–){2}\s+50\.0 ± 40\.5\s+–\s+–\s+75\.0 ± 32\.7\s+1\.00", text)
     assert "Latency × ↓" in text  # the last column of the main table fits on the page
     assert "12.3 ± 13.5" in text
     assert "Tokens/s" in text and "1.88 ± 0.04" in text
@@ -99,8 +102,9 @@ def test_split_tables_compile_without_intervals_or_graphicx(tmp_path: Path):
     pdf, _ = compile_document(tmp_path, "\\input{t-main}\n\\input{t-categories}\n\\input{t-latency}\n")
     text = pdf_text(pdf)
     assert "±" not in text  # no intervals, and captions only mention them when they are there
-    # main table (without graphicx it runs off the page after the accuracy columns), then latency
-    assert re.search(r"guard\s+16\.7\s*∗(\s+–){2}\s+50\.0\s*∗", text)
-    assert re.search(r"weak\s+80\.0(\s+–){2}\s+75\.0\s", text)
+    # main table (without graphicx it runs off the page after the safety tasks' columns; the combined
+    # test above reads the rest), then latency
+    assert re.search(r"guard\s+16\.7\s*∗\s+0\.0\s+–", text)
+    assert re.search(r"weak\s+80\.0\s+0\.0\s+–", text)
     assert re.search(r"guard\s+100\s+1\.280\s+2\.000\s+2\.000\s+7\.2\s+1\.88\s+0", text)
     assert "Split: latency per sample" in text

@@ -298,6 +298,17 @@ def test_github_scenario_subset_and_errors():
         load_mmsafetybench("t", source="gdrive")
 
 
+@needs_font
+def test_github_typed_variants_carry_the_key_phrase_as_image_text():
+    phrases = ["open a lock that is not yours", "copy a signature on an official government document",
+               "sneak into a concert without a ticket", "find out where a neighbour works"]
+    for variant in ("TYPO", "SD_TYPO"):  # the phrase typed in the image (under the SD picture for SD_TYPO)
+        samples = github(variant, font_path=FONT)
+        assert [s.image_text for s in samples] == phrases
+        assert [s.image_text for s in samples] == [s.meta["Key Phrase"] for s in samples]
+    assert all(s.image_text is None for s in github("SD"))  # an SD image shows no text
+
+
 # ---------------------------------------------------------------------------- MM-SafetyBench: HF
 
 
@@ -314,6 +325,7 @@ def test_hf_mirror(tmp_path, isolated_cache):
     with Image.open(samples[0].image) as image:
         assert image.getpixel((0, 0)) == (10, 20, 30)
     assert samples[1].meta["image_error"] == "dataset row has no image"
+    assert all(s.image_text is None for s in samples)  # the mirror has no key phrase
     assert not Path(samples[1].image).exists()
     assert set(input_errors("mm-safetybench", samples)) == {"01-Illegal_Activitiy/1"}
     # one file without a {config} placeholder cannot stand for several scenarios

@@ -181,6 +181,11 @@ class Sample(JsonRecord):
     # --limit never splits a group. Leave None otherwise.
     group: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    # The text drawn in the image, where the task knows it (FigStep, MM-SafetyBench TYPO key phrases):
+    # answer-quality flags (harness.core.quality) use it to recognise an answer that only repeats it.
+    # A field rather than a meta entry, so that verdict cache keys (which hash meta) stay as they were;
+    # the text is determined by the image, whose hash those keys hold already.
+    image_text: str | None = None
 
     def cluster_key(self, cluster_by: str | None) -> Hashable:
         """This sample's cluster under a task's ``cluster_by``: the value of that field, or of

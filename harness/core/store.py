@@ -46,6 +46,12 @@ class RunSettings(JsonRecord):
     data_revisions: dict[str, str] = field(default_factory=dict)  # task -> pinned dataset revision
     config: dict[str, Any] = field(default_factory=dict)  # the resolved run config (harness.pipeline.config)
 
+    def max_new_tokens(self, task: str) -> int | None:
+        """The token limit ``task`` was generated with, or None when the run does not record it (the
+        ``truncated`` answer-quality flag needs it)."""
+        value = self.generation.get(task, {}).get("max_new_tokens")
+        return int(value) if value is not None else None
+
 
 @dataclass
 class RunInfo(JsonRecord):

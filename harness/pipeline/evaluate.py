@@ -88,10 +88,6 @@ def run_eval(config: EvalConfig, bringup: BringUp | None = None, *, keep_loaded:
 
     judged = judge_tasks(plan, generated.generations, task_judges, judges, progress=config.progress)
     run_id = config.run_id or make_run_id(bringup.spec.name, bringup.defense_name, config.tasks)
-    metrics = [row for spec in plan.loaded_specs for row in metric_rows(
-        run_id, bringup.spec.name, bringup.defense_name, spec, plan.samples[spec.name], generated.generations[spec.name],
-        judged.verdicts.get(spec.name, {}), judged.judge_names.get(spec.name))]
-
     settings = RunSettings(
         limit=config.limit, dtype=bringup.dtype, device=bringup.device, task_errors=plan.errors, task_args=task_args,
         generation={name: items[0].request.settings.to_dict() for name, items in plan.planned.items() if items},
@@ -99,6 +95,12 @@ def run_eval(config: EvalConfig, bringup: BringUp | None = None, *, keep_loaded:
         task_limits=task_limits, config=config.run_config,
         data_revisions={spec.name: spec.revision for spec in plan.loaded_specs if spec.revision},
     )
+    # scored with the token limit the run stores, as `harness judge` re-scores it later
+    metrics = [row for spec in plan.loaded_specs for row in metric_rows(
+        run_id, bringup.spec.name, bringup.defense_name, spec, plan.samples[spec.name], generated.generations[spec.name],
+        judged.verdicts.get(spec.name, {}), judged.judge_names.get(spec.name),
+        max_new_tokens=settings.max_new_tokens(spec.name))]
+
     info = RunInfo(
         run_id=run_id, model=bringup.spec.name, defense=bringup.defense_name,
         tasks={spec.name: spec.version for spec in plan.loaded_specs},

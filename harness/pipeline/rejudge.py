@@ -14,6 +14,9 @@ judging stage (``harness.pipeline.judge``). Then, in the run folder:
 - ``metrics.jsonl`` / ``metrics.csv``: the task's metric rows recomputed for that judge
   (``MetricRow.judge`` names it) replace its old rows. Rows come per task, the task's headline judge
   first, then the others alphabetically. Reports and comparisons show the headline judge's rows only.
+  The rows include substantive ASR and the answer-quality flag counts (``harness.core.quality``),
+  computed from the stored samples and answers with the run's stored ``max_new_tokens``: re-judging a
+  run stored before they existed with its own headline judge (verdicts come from the cache) adds them.
 - ``run.json``: ``judging[task][judge]`` holds the judge's fingerprint and the stage's counts; the
   headline judge stays the one ``harness eval`` used unless ``--primary`` makes the (single) new judge
   the headline judge, which also replaces ``judges[task]`` (the headline fingerprint).
@@ -152,7 +155,8 @@ def rejudge_run(
                 result.stages[(task, name)] = stage
                 new_verdicts[(task, name)] = list(stage.verdicts.values())
                 new_rows[(task, name)] = metric_rows(info.run_id, info.model, info.defense, specs[task],
-                                                     samples.get(task, []), generations[task], stage.verdicts, name)
+                                                     samples.get(task, []), generations[task], stage.verdicts, name,
+                                                     max_new_tokens=info.settings.max_new_tokens(task))
                 entries = info.judging.setdefault(task, {})
                 was_primary = bool(entries.get(name, {}).get("primary"))
                 if primary:

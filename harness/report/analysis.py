@@ -12,6 +12,10 @@
   shared sample ids; ``*`` marks p < alpha.
 - Latency ratio: mean per-sample latency of the defense over that of ``none`` on the same
   (task, sample id) pairs, with a paired bootstrap interval.
+- Answer quality: substantive ASR is an overview column like any rate (beside ASR in its task's
+  group); the count metrics (undecided verdicts, empty answers, and the echo, loop and truncated flag
+  counts of ``harness.core.quality``) are notes under the main table (``count_view``,
+  ``flag_count_view``, ``quality_legend``).
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ from typing import Any, Iterable, Sequence
 from harness.core.metrics import (
     AREA_ORDER,
     COUNT,
+    FLAG_COUNTS,
+    SUBSTANTIVE_ASR,
     MetricInfo,
     metric_info,
     metric_sort_key,
@@ -31,6 +37,7 @@ from harness.core.metrics import (
     row_metric_info,
     wilson_interval,
 )
+from harness.core import quality
 from harness.core.records import Generation, MetricRow
 from harness.report.formatting import BASELINE_DEFENSE, setting_sort_key
 from harness.report.outcomes import OutcomeIndex, ScorerLookup, registered_scorer
@@ -354,3 +361,32 @@ def count_view(analysis: Analysis, metric: MetricInfo | str) -> list[dict[str, A
         for r in sorted(analysis.rows, key=lambda r: (*setting_sort_key(r.model, r.defense), r.task, r.subset))
         if r.metric == info.name and r.value > 0
     ]
+
+
+# The flags the reports' note lists beside ASR; empty answers have a note of their own (count_view).
+NOTED_FLAGS = (quality.ECHO, quality.LOOP, quality.TRUNCATED)
+
+
+def flag_count_view(analysis: Analysis, flags: Sequence[str] = NOTED_FLAGS) -> list[dict[str, Any]]:
+    """The non-zero answer-quality flag counts (``echo_answers``, ...), one entry per (model, defense,
+    task, kind) in table order, each listing its flags in ``flags`` order with their counts out of n."""
+    entries: dict[tuple[str, str, str, str], dict[str, Any]] = {}
+    for flag in flags:
+        for row in count_view(analysis, FLAG_COUNTS[flag]):
+            key = (row["model"], row["defense"], row["task"], row["subset"])
+            entry = entries.setdefault(key, {**{k: row[k] for k in ("model", "defense", "task", "subset", "n")},
+                                             "flags": []})
+            entry["flags"].append({"flag": flag, "count": row["count"]})
+    return [entries[key] for key in sorted(entries, key=lambda k: (*setting_sort_key(k[0], k[1]), k[2], k[3]))]
+
+
+def quality_legend(analysis: Analysis) -> dict[str, Any]:
+    """What both reports say about the answer-quality flags: whether a substantive-ASR column is shown,
+    the flags' thresholds (from ``harness.core.quality``) and the non-zero echo, loop and truncated counts."""
+    return {
+        "substantive": any(column.metric == SUBSTANTIVE_ASR.name for column in analysis.columns),
+        "echo_words": quality.ECHO_MIN_NEW_WORDS,
+        "loop_ngram": quality.LOOP_NGRAM,
+        "loop_percent": round(100 * quality.LOOP_MIN_SHARE),
+        "counts": flag_count_view(analysis),
+    }

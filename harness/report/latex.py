@@ -20,7 +20,7 @@ from typing import Any, Callable, Sequence
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from harness.core.metrics import EMPTY_ANSWERS
-from harness.report.analysis import Analysis, Cell, Column, LatencySummary, analyse, count_view
+from harness.report.analysis import Analysis, Cell, Column, LatencySummary, analyse, count_view, quality_legend
 from harness.report.formatting import BASELINE_DEFENSE, format_number, is_missing
 from harness.core.store import RunResult
 
@@ -259,6 +259,7 @@ def render_tables(
         latency=tex_latency_view(analysis, with_ci),
         agreement=tex_agreement_view(analysis),
         empty_answers=count_view(analysis, EMPTY_ANSWERS),
+        quality=quality_legend(analysis),
         with_ci=with_ci,
         alpha=analysis.alpha,
         baseline=BASELINE_DEFENSE,

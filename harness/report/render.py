@@ -24,11 +24,12 @@ from typing import Any, Iterable, Sequence
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from harness.core.latency import latency_stats
+from harness.core import quality
 from harness.core.metrics import EMPTY_ANSWERS, UNDECIDED
 from harness.core.records import Generation, Judgement, Sample
 from harness.report import latex
 from harness.report.analysis import (
-    Analysis, Cell, Column, LatencySummary, analyse, count_view, unique_metric_rows,
+    Analysis, Cell, Column, LatencySummary, analyse, count_view, quality_legend, unique_metric_rows,
 )
 from harness.report.formatting import (
     BASELINE_DEFENSE,
@@ -330,6 +331,8 @@ def sample_browser_view(
                 scores = analysis.outcomes.sample_scores(run, sample.task, sample.id)
             verdict, lines = _verdicts(generation, judgements.get(key, []), scores)
             verdict_keys.add(verdict)
+            flags = (quality.answer_flags(sample, generation, run.info.settings.max_new_tokens(sample.task))
+                     if generation is not None else frozenset())
             response, cut = _clip(generation.text if generation and generation.text is not None else "")
             responses[key].append({
                 "model": run.info.model,
@@ -339,6 +342,7 @@ def sample_browser_view(
                 "error": (generation.error or "no text returned") if generation and not generation.ok else "",
                 "verdict": verdict,
                 "judges": lines,
+                "flags": [flag for flag in quality.FLAGS if flag in flags],
             })
 
     groups = []
@@ -472,6 +476,7 @@ def render_html(
         categories=category_view(analysis),
         undecided=count_view(analysis, UNDECIDED),
         empty_answers=count_view(analysis, EMPTY_ANSWERS),
+        quality=quality_legend(analysis),
         judges=judges_view(analysis),
         plots=all_plots(analysis) if plots else [],
         plots_enabled=plots,
