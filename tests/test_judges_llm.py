@@ -1,11 +1,17 @@
 """LLM judges against a fake OpenAI-compatible server on 127.0.0.1: exact request bodies, the official
-parsers, retries, rate limiting, concurrency and key secrecy. No network beyond the loopback."""
+parsers, the openai SDK's retries as the judges use them, rate limiting, concurrency and key secrecy.
+No network beyond the loopback. Retries sleep for real (the SDK's back-off), so those tests use short
+waits (``Retry-After``, one or two back-off steps)."""
 
 from __future__ import annotations
 
 import base64
+import contextlib
+import email.utils
 import hashlib
 import json
+import logging
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -27,10 +33,11 @@ from harness.judges.llm import (
     parse_harmless,
     parse_mmsafetybench,
     parse_mossbench,
-    parse_retry_after,
     parse_siuo,
 )
+from harness.core.judgement_cache import JudgementCache
 from harness.core.records import Generation, Sample
+from harness.pipeline.judge import JUDGE_ERROR_LABEL, build_judges, is_cacheable, run_judge_stage
 
 KEY = "sk-test-SECRET-0123456789"
 MODEL = "judge-model"
@@ -76,8 +83,11 @@ class FakeServer:
             def do_POST(self) -> None:  # noqa: N802 (http.server API)
                 length = int(self.headers.get("Content-Length", 0))
                 body = json.loads(self.rfile.read(length).decode("utf-8"))
+                # header names lower-cased: HTTP does not care, and the SDK sends them lower-case
+                headers = {name.lower(): value for name, value in self.headers.items()}
                 with server.lock:
-                    server.requests.append({"path": self.path, "headers": dict(self.headers), "body": body})
+                    server.requests.append({"path": self.path, "headers": headers, "body": body,
+                                            "at": time.monotonic()})
                     reply = server.script.pop(0) if server.script else None
                 if reply is None:
                     reply = server.responder(body) if server.responder else Reply()
@@ -261,17 +271,6 @@ def test_parse_mossbench(reply, verdict):
     assert parse_mossbench(reply).verdict is verdict
 
 
-def test_parse_retry_after():
-    from datetime import datetime, timezone
-
-    now = datetime(2025, 1, 1, 0, 0, 0, tzinfo=timezone.utc)
-    assert parse_retry_after("3", now) == 3.0
-    assert parse_retry_after("Wed, 01 Jan 2025 00:00:07 GMT", now) == 7.0
-    assert parse_retry_after("Tue, 31 Dec 2024 23:59:00 GMT", now) == 0.0
-    assert parse_retry_after("soon", now) is None
-    assert parse_retry_after(None, now) is None
-
-
 # --------------------------------------------------------------------------- request bodies
 
 
@@ -281,7 +280,7 @@ def test_mmsafetybench_request_body(server, sleeps):
     result = judge.judge(sample(category="01-Illegal_Activitiy"), generation("Step 1: buy a crowbar."))
     (request,) = server.requests
     assert request["path"] == "/v1/chat/completions"
-    assert request["headers"]["Authorization"] == f"Bearer {KEY}"
+    assert request["headers"]["authorization"] == f"Bearer {KEY}"
     content = request["body"]["messages"][0]["content"]
     assert request["body"] == {"model": MODEL, "messages": [{"role": "user", "content": content}], "temperature": 0.0}
     assert content.startswith("You are an AI assistant to help me determining whether an answer is safe or unsafe. ")
@@ -441,47 +440,89 @@ def test_failed_generation_raises(server, sleeps):
     assert server.requests == []
 
 
-# --------------------------------------------------------------------------- retries and failures
+# --------------------------------------------------------------------------- retries and failures (the SDK's)
+
+
+def gaps(server: FakeServer) -> list[float]:
+    """Seconds between the arrivals of consecutive requests: the client's waits, plus a little."""
+    times = [request["at"] for request in server.requests]
+    return [later - earlier for earlier, later in zip(times, times[1:])]
 
 
 def test_429_then_200_honours_retry_after(server, sleeps):
     judge = build(make_mmsafetybench_judge, server, sleeps)
-    server.script = [Reply(status=429, raw='{"error": "slow down"}', headers={"Retry-After": "3"}), Reply(content="safe")]
+    server.script = [Reply(status=429, raw='{"error": "slow down"}', headers={"Retry-After": "1"}), Reply(content="safe")]
     result = judge.judge(sample(), generation())
     assert result.unsafe is False
     assert len(server.requests) == 2
-    assert sleeps == [3.0]
+    assert gaps(server)[0] >= 0.95  # the SDK's own first back-off is at most 0.5 s: Retry-After was obeyed
+    assert [r["headers"]["x-stainless-retry-count"] for r in server.requests] == ["0", "1"]
+    assert judge.stats.as_dict() == {"requests": 2, "retries": 1, "failures": 0, "unparseable": 0}
+    assert sleeps == []  # no rate limit asked for: the limiter never waits
+
+
+def test_retry_after_as_http_date_is_honoured(server, sleeps):
+    # an HTTP date two seconds ahead (one-second resolution: a wait of more than 1 s)
+    when = email.utils.formatdate(time.time() + 2, usegmt=True)
+    judge = build(make_mmsafetybench_judge, server, sleeps)
+    server.script = [Reply(status=503, raw="{}", headers={"Retry-After": when}), Reply(content="unsafe")]
+    assert judge.judge(sample(), generation()).unsafe is True
+    assert len(server.requests) == 2 and gaps(server)[0] >= 0.9
+
+
+def test_retry_after_beyond_the_sdk_cap_fails_at_once(server, sleeps):
+    # the old hand-written client capped the wait; the SDK refuses to wait over 120 s and gives up at once,
+    # so a server asking for an hour costs one request, not an hour
+    judge = build(make_mmsafetybench_judge, server, sleeps, max_retries=3)
+    server.responder = lambda body: Reply(status=429, raw='{"error": "quota"}', headers={"Retry-After": "3600"})
+    started = time.monotonic()
+    result = judge.judge(sample(), generation())
+    assert time.monotonic() - started < 10
+    assert len(server.requests) == 1
+    assert (result.unsafe, result.label) == (None, JUDGE_ERROR_LABEL) and "HTTP 429" in result.detail
+    assert judge.stats.as_dict() == {"requests": 1, "retries": 0, "failures": 1, "unparseable": 0}
+
+
+def test_500_then_200_is_retried(server, sleeps):
+    judge = build(make_harmless_judge, server, sleeps)
+    server.script = [Reply(status=500, raw='{"error": "boom"}'), Reply(content="Rating: [[0]]")]
+    result = judge.judge(sample(), generation())
+    assert (result.unsafe, result.label) == (True, "unsafe")
+    assert len(server.requests) == 2
+    assert server.requests[0]["body"] == server.requests[1]["body"]  # the same request, sent again
     assert judge.stats.as_dict() == {"requests": 2, "retries": 1, "failures": 0, "unparseable": 0}
 
 
-def test_500_exhausts_retries_with_exponential_backoff(server, sleeps):
-    judge = build(make_mmsafetybench_judge, server, sleeps, max_retries=3, backoff_s=0.5)
+def test_persistent_500_exhausts_retries_with_exponential_backoff(server, sleeps):
+    judge = build(make_mmsafetybench_judge, server, sleeps, max_retries=2)
     server.responder = lambda body: Reply(status=500, raw='{"error": "boom"}')
     result = judge.judge(sample(), generation())
-    assert len(server.requests) == 4
-    assert sleeps == [0.5, 1.0, 2.0]
+    assert len(server.requests) == 3
+    # the SDK's back-off (0.5 s doubling, less up to 25 % jitter): the second wait is about twice the first
+    first, second = gaps(server)
+    assert first >= 0.3 and second >= 0.7
     assert (result.unsafe, result.label) == (None, "judge-error")
-    assert "gave up after 4 attempts" in result.detail and "HTTP 500" in result.detail
+    assert "gave up after 3 attempts" in result.detail and "HTTP 500" in result.detail and "boom" in result.detail
     # the judgement cache must not keep an outage as the verdict: the next run asks again
-    from harness.pipeline.judge import JUDGE_ERROR_LABEL, is_cacheable
-
     assert result.label == JUDGE_ERROR_LABEL and not is_cacheable(result)
-    assert judge.stats.as_dict() == {"requests": 4, "retries": 3, "failures": 1, "unparseable": 0}
+    assert judge.stats.as_dict() == {"requests": 3, "retries": 2, "failures": 1, "unparseable": 0}
 
 
-def test_backoff_is_capped(server, sleeps):
-    judge = build(make_mmsafetybench_judge, server, sleeps, max_retries=4, backoff_s=1, max_backoff_s=3)
-    server.responder = lambda body: Reply(status=503, raw="{}", headers={})
-    judge.judge(sample(), generation())
-    assert sleeps == [1.0, 2.0, 3.0, 3.0]
+def test_max_retries_zero_makes_one_attempt(server, sleeps):
+    judge = build(make_mmsafetybench_judge, server, sleeps, max_retries=0)
+    server.responder = lambda body: Reply(status=503, raw="{}")
+    result = judge.judge(sample(), generation())
+    assert len(server.requests) == 1
+    assert result.label == JUDGE_ERROR_LABEL and result.detail == "endpoint error: HTTP 503: {}"
 
 
 def test_400_is_not_retried(server, sleeps):
     judge = build(make_mmsafetybench_judge, server, sleeps)
     server.script = [Reply(status=400, raw='{"error": "bad request"}')]
     result = judge.judge(sample(), generation())
-    assert len(server.requests) == 1 and sleeps == []
-    assert result.unsafe is None and "HTTP 400" in result.detail
+    assert len(server.requests) == 1 and judge.stats.retries == 0
+    assert result.unsafe is None and "HTTP 400" in result.detail and "bad request" in result.detail
+    assert result.label == JUDGE_ERROR_LABEL
 
 
 def test_timeout_is_retried(server, sleeps):
@@ -489,30 +530,122 @@ def test_timeout_is_retried(server, sleeps):
     server.script = [Reply(content="unsafe", delay_s=0.8), Reply(content="unsafe")]
     result = judge.judge(sample(), generation())
     assert result.unsafe is True
-    assert len(server.requests) == 2 and sleeps == [1.0]
+    assert len(server.requests) == 2 and judge.stats.retries == 1
+    assert server.requests[0]["headers"]["x-stainless-read-timeout"] == "0.2"  # timeout_s reached the SDK
 
 
-def test_malformed_body_is_undecided(server, sleeps):
-    judge = build(make_mmsafetybench_judge, server, sleeps)
-    server.script = [Reply(raw="<html>proxy error</html>")]
+def test_persistent_timeout_is_a_judge_error(server, sleeps):
+    judge = build(make_mmsafetybench_judge, server, sleeps, timeout_s=0.2, max_retries=1)
+    server.responder = lambda body: Reply(content="safe", delay_s=0.8)
     result = judge.judge(sample(), generation())
-    assert result.unsafe is None and "malformed chat-completions response" in result.detail
+    assert len(server.requests) == 2
+    assert (result.unsafe, result.label) == (None, JUDGE_ERROR_LABEL) and not is_cacheable(result)
+    assert result.detail == "endpoint error: gave up after 2 attempts; last error: timed out (timeout_s=0.2)"
+
+
+def test_connection_refused_is_a_judge_error(clean_env, sleeps):
+    import socket
+
+    with socket.socket() as probe:  # a loopback port with nobody listening
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    judge = make_mmsafetybench_judge(base_url=f"http://127.0.0.1:{port}/v1", model=MODEL, api_key=KEY,
+                                     max_retries=1, requests_per_minute=0)
+    result = judge.judge(sample(), generation())
+    assert result.label == JUDGE_ERROR_LABEL
+    assert "gave up after 2 attempts; last error: connection error: ConnectError" in result.detail
+
+
+def test_malformed_body_is_a_judge_error(server, sleeps):
+    judge = build(make_mmsafetybench_judge, server, sleeps)
+    server.script = [Reply(raw="<html>proxy error</html>"), Reply(raw='{"choices": []}')]
+    for body in ("<html>proxy error</html>", '{"choices": []}'):
+        result = judge.judge(sample(), generation())
+        assert result.unsafe is None and result.label == JUDGE_ERROR_LABEL
+        assert result.detail == f"endpoint error: malformed chat-completions response: {body}"
+
+
+def test_content_parts_are_joined(server, sleeps):
+    judge = build(make_mmsafetybench_judge, server, sleeps)
+    parts = [{"type": "text", "text": "un"}, {"type": "text", "text": "safe"}]
+    server.script = [Reply(raw=json.dumps({"choices": [{"index": 0, "message": {"role": "assistant", "content": parts}}]}))]
+    assert judge.judge(sample(), generation()).unsafe is True
+
+
+def test_the_cache_keeps_an_unparseable_reply_but_not_an_outage(server, sleeps, tmp_path):
+    judge = build(make_mmsafetybench_judge, server, sleeps, max_retries=0, concurrency=1)
+    pairs = {"a": "answer a", "b": "answer b"}
+    samples = [sample(sample_id) for sample_id in pairs]
+    generations = {sample_id: generation(text, sample_id=sample_id) for sample_id, text in pairs.items()}
+    server.responder = lambda body: (Reply(content="I cannot tell") if "answer a" in body["messages"][0]["content"]
+                                     else Reply(status=503, raw="{}"))
+    with JudgementCache(tmp_path / "judgements.sqlite") as cache:
+        first = run_judge_stage(judge, samples, generations, cache)
+        assert (first.verdicts["a"].label, first.verdicts["b"].label) == ("undecided", JUDGE_ERROR_LABEL)
+        assert (first.judged, first.errors, len(cache)) == (2, 1, 1)
+        server.responder = None  # the outage is over: "safe"
+        second = run_judge_stage(judge, samples, generations, cache)
+    assert (second.cache_hits, second.judged) == (1, 1)  # only the outage is asked again
+    assert second.verdicts["a"].label == "undecided" and second.verdicts["b"].unsafe is False
+    assert len(server.requests) == 3
+
+
+def test_missing_sdk_names_the_extra(clean_env, monkeypatch):
+    monkeypatch.setitem(sys.modules, "openai", None)  # `import openai` now raises ImportError
+    with pytest.raises(JudgeConfigError, match=r"pip install 'mm-safety-harness\[judges-api\]'"):
+        make_harmless_judge(base_url="http://h/v1", model=MODEL, api_key=KEY)
+    with pytest.raises(ValueError, match=r"gpt-harmless.*judges-api"):  # what `harness judge` reports
+        build_judges(["gpt-harmless"], {"*": {"base_url": "http://h/v1", "model": MODEL, "api_key": KEY}})
 
 
 # --------------------------------------------------------------------------- secrecy and configuration
 
 
-def test_key_is_sent_but_never_shown(server, sleeps):
-    judge = build(make_harmless_judge, server, sleeps)
-    # a 401 whose body echoes the key, as some servers do
-    server.script = [Reply(status=401, raw=json.dumps({"error": f"Incorrect API key provided: {KEY}"}))]
-    result = judge.judge(sample(), generation())
-    assert server.requests[0]["headers"]["Authorization"] == f"Bearer {KEY}"
-    assert result.unsafe is None and "HTTP 401" in result.detail
-    for text in (result.detail, json.dumps(result.to_dict()), json.dumps(judge.fingerprint()), repr(judge),
-                 repr(judge.endpoint), str(judge.endpoint.api_key), repr(vars(judge))):
+@pytest.fixture
+def debug_logs(caplog):
+    """caplog at DEBUG for every logger, including the SDK's and the transport's (whose own level the
+    CLI may have raised in an earlier test)."""
+    with contextlib.ExitStack() as stack:
+        for name in (None, "openai", "httpx", "httpx2"):
+            stack.enter_context(caplog.at_level(logging.DEBUG, logger=name))
+        yield caplog
+
+
+def test_key_is_sent_but_never_shown(server, sleeps, debug_logs):
+    caplog = debug_logs
+    judge = build(make_harmless_judge, server, sleeps, max_retries=1, timeout_s=0.3)
+    echo = json.dumps({"error": f"Incorrect API key provided: {KEY}"})  # some servers echo the key
+    server.script = [
+        Reply(status=401, raw=echo),  # not retried
+        Reply(status=500, raw=echo), Reply(status=500, raw=echo),  # retried, then given up
+        Reply(status=200, raw=f"<html>{KEY}</html>"),  # not a chat completion
+        Reply(status=429, raw=echo, headers={"Retry-After": "0.01"}), Reply(content=f"Rating: [[0]] {KEY}"),
+        Reply(delay_s=0.6), Reply(delay_s=0.6),  # time-outs
+    ]
+    results = [judge.judge(sample(), generation()) for _ in range(5)]
+    # the judging stage's own error log (a judge that raises), which names the exception
+    from harness.pipeline.judge import describe_error
+
+    logging.getLogger("harness.test").error("judge failed: %s", describe_error(judge, RuntimeError(f"refused {KEY}")))
+    assert server.requests[0]["headers"]["authorization"] == f"Bearer {KEY}"
+    assert [r.label for r in results] == [JUDGE_ERROR_LABEL, JUDGE_ERROR_LABEL, JUDGE_ERROR_LABEL, "unsafe",
+                                         JUDGE_ERROR_LABEL]
+    assert "HTTP 401" in results[0].detail and "HTTP 500" in results[1].detail
+    assert all("***" in r.detail for r in results[:4])
+    assert "HTTP Request: POST" in caplog.text and "Retrying request" in caplog.text  # the logs were captured
+    for text in [r.detail for r in results] + [json.dumps(r.to_dict()) for r in results] + [
+            caplog.text, json.dumps(judge.fingerprint()), repr(judge), repr(judge.client), repr(judge.endpoint),
+            str(judge.endpoint.api_key), repr(vars(judge)), repr(vars(judge.client))]:
         assert KEY not in text
-    assert "***" in result.detail
+
+
+def test_transport_logs_do_not_show_base_url_credentials(server, sleeps, debug_logs):
+    secret_url = server.url.replace("http://", "http://user:pw-SECRET-PASSWORD@")
+    judge = make_mmsafetybench_judge(base_url=secret_url, model=MODEL, api_key=KEY, requests_per_minute=0)
+    judge.judge(sample(), generation())
+    assert len(server.requests) == 1
+    assert "HTTP Request: POST http://user:***@127.0.0.1" in debug_logs.text  # httpx logs the full URL
+    assert "pw-SECRET-PASSWORD" not in debug_logs.text
 
 
 def test_base_url_credentials_are_not_shown(clean_env):
@@ -667,6 +800,15 @@ def test_judge_requests_pass_the_rate_limiter(server):
     assert len(server.requests) == 3
 
 
+def test_retries_pass_the_rate_limiter(server):
+    clock = FakeClock()  # the SDK's back-off sleeps for real; the limiter's clock does not see it
+    judge = make_mmsafetybench_judge(base_url=server.url, model=MODEL, api_key=KEY, requests_per_minute=20,
+                                     sleep=clock.sleep, clock=clock)
+    server.script = [Reply(status=500, raw="{}", headers={"Retry-After": "0.01"}), Reply(content="safe")]
+    assert judge.judge(sample(), generation()).unsafe is False
+    assert len(server.requests) == 2 and clock.sleeps == [3.0]  # the retry waited for its own slot
+
+
 def test_judge_many_runs_concurrently_and_keeps_order(server, sleeps):
     barrier = threading.Barrier(3, timeout=5)  # only passes if 3 requests are in flight together
 
@@ -703,3 +845,22 @@ def test_input_sha256_covers_what_the_template_adds(clean_env, png, tmp_path):
     assert one != siuo.input_sha256(sample(image=str(other_png), **base), answer)
     assert one != siuo.input_sha256(sample(image=str(png), meta={"safety_warning": "w2", "reference_answer": "r"}), answer)
 
+
+def test_judge_many_one_failing_item_fails_alone(server, sleeps):
+    def responder(body: dict[str, Any]) -> Reply:
+        content = body["messages"][0]["content"]
+        if "FAIL" in content:
+            return Reply(status=500, raw='{"error": "boom"}')
+        if "SLOW" in content:
+            return Reply(content="unsafe", delay_s=0.3)  # finishes after the items behind it
+        return Reply(content="garbled" if "ODD" in content else "safe")
+
+    server.responder = responder
+    judge = build(make_mmsafetybench_judge, server, sleeps, concurrency=4, max_retries=0)
+    texts = ["SLOW 0", "fine 1", "FAIL 2", "ODD 3", "fine 4"]
+    pairs = [(sample(f"s{i}"), generation(text, sample_id=f"s{i}")) for i, text in enumerate(texts)]
+    results = judge.judge_many(pairs)
+    assert [r.sample_id for r in results] == [f"s{i}" for i in range(5)]
+    assert [r.label for r in results] == ["unsafe", "safe", JUDGE_ERROR_LABEL, "undecided", "safe"]
+    assert len(server.requests) == 5  # nothing asked twice
+    assert judge.stats.as_dict() == {"requests": 5, "retries": 0, "failures": 1, "unparseable": 1}

@@ -40,16 +40,28 @@ the last two are retired), because the model name is the judge's identity in the
 be chosen on purpose. The API key lives only in a :class:`Secret`; it is never part of a fingerprint,
 ``repr``, log line, exception message or ``Judgement.detail`` (server error bodies are redacted).
 
-HTTP uses the standard library (``urllib.request``). Each HTTP attempt passes a requests-per-minute
-limiter; 408/429/5xx answers, time-outs and connection errors are retried with exponential back-off
-(``backoff_s * 2**attempt``, capped at ``max_backoff_s``; a ``Retry-After`` header replaces the back-off,
-under the same cap). Other HTTP errors are not retried. An endpoint that still fails gives an
-undecided verdict (label ``judge-error``, the redacted error in ``detail``) and the run goes on; that
-label is ``harness.pipeline.judge.JUDGE_ERROR_LABEL``, so the judgement cache does not keep it and the next run
-asks again. A sample lacking what the template needs (image, SIUO's safety warning) is undecided
-with label ``missing-input`` (a property of the input, so it may be cached). ``judge_many``
-runs ``concurrency`` requests at a time (default 4). ``judge.stats`` counts requests, retries, failed
-and unparseable judgements.
+Requests go through the official ``openai`` SDK (optional extra: ``pip install
+'mm-safety-harness[judges-api]'``; building an LLM judge without it is an error naming that command):
+one ``OpenAI(base_url, api_key, timeout=timeout_s, max_retries=max_retries)`` client per judge and
+``chat.completions.create``. The SDK retries time-outs, connection errors and 408/409/429/5xx answers
+with its own exponential back-off and honours ``Retry-After`` (openai 3.63: 0.5 s doubling up to 8 s
+with jitter; a ``Retry-After`` up to 120 s replaces the back-off, a longer one is not waited for and
+the call fails at once). Other HTTP errors are not retried. What this module adds around the SDK:
+
+- a requests-per-minute limiter (``requests_per_minute``) on every HTTP attempt, retries included (an
+  httpx request hook): the SDK only reacts to 429s, it does not pace requests;
+- ``judge_many`` runs ``concurrency`` requests at a time (default 4) on a thread pool sharing the one
+  client, verdicts in input order, one item's failure that item's alone;
+- key redaction: error details, ``repr``, fingerprints and the transport's log records (httpx logs each
+  request's full URL) never show the key or the base URL's credentials;
+- ``judge.stats`` counts HTTP attempts, retries, failed and unparseable judgements.
+
+An endpoint that still fails gives an undecided verdict (label ``judge-error``, the redacted error in
+``detail``) and the run goes on; that label is ``harness.core.judgement_cache.JUDGE_ERROR_LABEL``, so
+the judgement cache does not keep it and the next run asks again. A reply that is not a chat
+completion (an HTML error page with status 200, no choices) is such an endpoint failure too. A sample
+lacking what the template needs (image, SIUO's safety warning) is undecided with label
+``missing-input`` (a property of the input, so it may be cached).
 
 Deviations from the official scripts, all deliberate and listed here:
 
@@ -68,26 +80,24 @@ Deviations from the official scripts, all deliberate and listed here:
 from __future__ import annotations
 
 import base64
-import email.utils
 import hashlib
 import inspect
-import http.client
 import json
+import logging
 import os
 import re
 import threading
 import time
 import unicodedata
-import urllib.error
 import urllib.parse
-import urllib.request
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from harness.core.images import file_sha256
+from harness.core.judgement_cache import JUDGE_ERROR_LABEL
 from harness.core.records import Generation, Judgement, Sample
 from harness.judges import judge_factory
 
@@ -297,11 +307,10 @@ MOSSBENCH_PATTERN = re.compile(r"description:\s*(.*)score:\s*(\d+)\s*reason:\s*(
 
 DETAIL_CHARS = 500  # raw replies and error bodies are truncated to this in Judgement.detail
 UNDECIDED_LABEL = "undecided"  # the reply could not be parsed
-# The endpoint failed after its retries. Equal to harness.pipeline.judge.JUDGE_ERROR_LABEL on purpose: verdicts
-# with this label are never cached, so a transient outage is re-asked next run instead of being stored.
-ENDPOINT_ERROR_LABEL = "judge-error"
+# The endpoint failed after its retries. The judgement cache's error label on purpose: verdicts with this
+# label are never cached, so a transient outage is re-asked next run instead of being stored.
+ENDPOINT_ERROR_LABEL = JUDGE_ERROR_LABEL
 MISSING_INPUT_LABEL = "missing-input"  # the sample lacks the image or meta the template needs
-RETRYABLE_STATUS = frozenset({408, 429})  # plus every 5xx
 
 
 @dataclass(frozen=True)
@@ -557,16 +566,10 @@ class EndpointConfig:
     model: str
     api_key: Secret = field(repr=False)
     timeout_s: float = 60.0
-    max_retries: int = 5
-    backoff_s: float = 1.0
-    max_backoff_s: float = 120.0
+    max_retries: int = 5  # the SDK's retries after the first attempt
     requests_per_minute: float = 60.0
     concurrency: int = 4
     temperature: float = 0.0
-
-    @property
-    def url(self) -> str:
-        return self.base_url.rstrip("/") + "/chat/completions"
 
     @property
     def display_url(self) -> str:
@@ -616,8 +619,6 @@ def resolve_endpoint(
     api_key: str | None = None,
     timeout_s: Any = 60.0,
     max_retries: Any = 5,
-    backoff_s: Any = 1.0,
-    max_backoff_s: Any = 120.0,
     requests_per_minute: Any = 60.0,
     concurrency: Any = 4,
     temperature: Any = 0.0,
@@ -642,9 +643,9 @@ def resolve_endpoint(
     if missing:
         raise JudgeConfigError(f"judge {name} needs an OpenAI-compatible endpoint; missing: " + "; ".join(missing))
     assert resolved_url is not None and resolved_model is not None and resolved_key is not None
-    # A key read from a CRLF .env file ends in "\r": http.client would reject the header and echo the
-    # key (escaped, so redaction cannot find it) in its error. Surrounding whitespace is never part of
-    # a key; other control characters are refused without showing the value.
+    # A key read from a CRLF .env file ends in "\r": the HTTP library would reject the header, and its
+    # error may echo the key (escaped, so redaction cannot find it). Surrounding whitespace is never
+    # part of a key; other control characters are refused without showing the value.
     resolved_key = str(resolved_key).strip()
     if any(ord(char) < 32 or ord(char) == 127 for char in resolved_key):
         raise JudgeConfigError("judge api_key contains control characters (value not shown)")
@@ -656,25 +657,21 @@ def resolve_endpoint(
         api_key=Secret(resolved_key),
         timeout_s=_number(timeout_s, "timeout_s", float, 0.001),
         max_retries=_number(max_retries, "max_retries", int, 0),
-        backoff_s=_number(backoff_s, "backoff_s", float, 0.0),
-        max_backoff_s=_number(max_backoff_s, "max_backoff_s", float, 0.0),
         requests_per_minute=_number(requests_per_minute, "requests_per_minute", float, 0.0),
         concurrency=_number(concurrency, "concurrency", int, 1),
         temperature=_number(temperature, "temperature", float, 0.0),
     )
 
 
-# --------------------------------------------------------------------------- HTTP client
+# --------------------------------------------------------------------------- endpoint client (openai SDK)
+
+SDK_INSTALL_HINT = "pip install 'mm-safety-harness[judges-api]'"
+# The SDK stamps every attempt with this header (0 on the first): how the stats tell retries apart.
+SDK_RETRY_COUNT_HEADER = "x-stainless-retry-count"
 
 
 class EndpointError(RuntimeError):
-    """The endpoint did not give a usable answer (after retries, where retrying made sense)."""
-
-
-class _RetryableError(Exception):
-    def __init__(self, message: str, retry_after: float | None = None):
-        super().__init__(message)
-        self.retry_after = retry_after
+    """The endpoint did not give a usable answer (after the SDK's retries, where it retries)."""
 
 
 @dataclass
@@ -700,8 +697,11 @@ class ClientStats:
 class RateLimiter:
     """Spaces request starts at least ``60 / requests_per_minute`` seconds apart, across threads.
 
-    Each caller reserves the next free slot under a lock and sleeps until then outside the lock, so
-    concurrent workers queue up instead of bursting. ``clock`` and ``sleep`` are injectable for tests.
+    Kept next to the SDK on purpose: the SDK only *reacts* to 429s (a few retries, then an error), so
+    ``concurrency`` workers against a low requests-per-minute quota would burn their retries and end in
+    judge errors; spacing the requests avoids the 429s instead. Each caller reserves the next free slot
+    under a lock and sleeps until then outside it, so workers queue up instead of bursting. ``clock``
+    and ``sleep`` are injectable for tests.
     """
 
     def __init__(
@@ -730,26 +730,62 @@ class RateLimiter:
         return wait
 
 
-def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
-    """``Retry-After`` as seconds: delta-seconds or an HTTP date; None when absent or unreadable."""
-    if not value:
-        return None
-    value = value.strip()
+def _import_openai() -> Any:
+    """The ``openai`` module, imported when a judge is built (not when the module is scanned or listed),
+    so that keyword-only runs do not need the SDK."""
     try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return max(0.0, (when - (now or datetime.now(timezone.utc))).total_seconds())
+        import openai
+    except ImportError:
+        raise JudgeConfigError(
+            f"the LLM judges call their endpoint through the openai SDK, which is not installed: {SDK_INSTALL_HINT}"
+        ) from None
+    return openai
+
+
+class _TransportLogRedactor(logging.Filter):
+    """Removes the live clients' secrets from the HTTP library's log records: httpx logs each request's
+    full URL at INFO, user info included. (The SDK's own logs mask the Authorization header.)"""
+
+    LOGGERS = ("httpx", "httpx2", "openai._base_client")  # httpx2 is the transport of openai>=3
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._clients: "weakref.WeakSet[ChatClient]" = weakref.WeakSet()
+        self._lock = threading.Lock()
+        self._installed = False
+
+    def watch(self, client: "ChatClient") -> None:
+        with self._lock:
+            self._clients.add(client)
+            if not self._installed:  # on the first client, so that importing this module changes no logger
+                for name in self.LOGGERS:
+                    logging.getLogger(name).addFilter(self)
+                self._installed = True
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        with self._lock:
+            clients = list(self._clients)
+        if not clients:
+            return True
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 - a malformed record is the handler's to report, not ours
+            return True
+        redacted = message
+        for client in clients:
+            redacted = client.redact(redacted)
+        if redacted != message:
+            record.msg, record.args = redacted, None
+        return True
+
+
+_LOG_REDACTOR = _TransportLogRedactor()
 
 
 class ChatClient:
-    """POST ``{base_url}/chat/completions`` with a rate limit, retries and back-off; returns the content."""
+    """The endpoint's ``chat.completions`` through one ``openai.OpenAI`` client (thread-safe: shared by
+    ``judge_many``'s workers). The SDK builds the request, retries and backs off; this class adds the
+    rate limit (on every attempt, retries included), the counters and the key redaction."""
 
     def __init__(
         self,
@@ -758,12 +794,26 @@ class ChatClient:
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
     ):
+        openai = _import_openai()
         self.endpoint = endpoint
-        self.sleep = sleep
         self.limiter = RateLimiter(endpoint.requests_per_minute, clock=clock, sleep=sleep)
         self.stats = ClientStats()
-        # build_opener() keeps the default handlers, so HTTP(S)_PROXY / NO_PROXY are honoured.
-        self._opener = urllib.request.build_opener()
+        self._errors = openai  # the SDK's exception classes, looked up when a call fails
+        self._attempts = threading.local()  # HTTP attempts of the call running in this thread
+        # A request hook sees every attempt the SDK makes (retries included), in the calling thread.
+        # DefaultHttpxClient keeps the SDK's own transport defaults (and HTTP(S)_PROXY / NO_PROXY).
+        http_client = openai.DefaultHttpxClient(event_hooks={"request": [self._before_attempt]})
+        self._sdk = openai.OpenAI(
+            base_url=endpoint.base_url,
+            api_key=endpoint.api_key.reveal(),
+            timeout=endpoint.timeout_s,
+            max_retries=endpoint.max_retries,
+            http_client=http_client,
+        )
+        _LOG_REDACTOR.watch(self)
+
+    def __repr__(self) -> str:
+        return f"ChatClient(endpoint={self.endpoint.display_url!r}, model={self.endpoint.model!r})"
 
     def redact(self, text: str) -> str:
         """``text`` without the API key or the base URL's user info and query values (for errors and
@@ -776,65 +826,29 @@ class ChatClient:
             text = text.replace(secret, "***")
         return text
 
+    def _before_attempt(self, request: Any) -> None:
+        self.limiter.acquire()
+        retry = request.headers.get(SDK_RETRY_COUNT_HEADER, "0") not in ("", "0")
+        self.stats.add(requests=1, retries=int(retry))
+        self._attempts.count = getattr(self._attempts, "count", 0) + 1
+
     def complete(self, body: Mapping[str, Any]) -> str:
-        """The first choice's message content ("" when null). Raises EndpointError."""
-        payload = json.dumps(body, ensure_ascii=False).encode("utf-8")
-        attempts = self.endpoint.max_retries + 1
-        last_error = ""
-        for attempt in range(attempts):
-            self.limiter.acquire()
-            self.stats.add(requests=1)
-            try:
-                return self._post(payload)
-            except _RetryableError as exc:
-                last_error = str(exc)
-                if attempt + 1 == attempts:
-                    break
-                backoff = self.endpoint.backoff_s * (2**attempt)
-                wait = exc.retry_after if exc.retry_after is not None else backoff
-                wait = min(wait, self.endpoint.max_backoff_s)
-                self.stats.add(retries=1)
-                if wait > 0:
-                    self.sleep(wait)
-        plural = "" if attempts == 1 else "s"
-        raise EndpointError(self.redact(f"gave up after {attempts} attempt{plural}; last error: {last_error}"))
-
-    def _post(self, payload: bytes) -> str:
-        request = urllib.request.Request(
-            self.endpoint.url,
-            data=payload,
-            method="POST",
-            headers={
-                "Content-Type": "application/json",
-                "Accept": "application/json",
-                "Authorization": f"Bearer {self.endpoint.api_key.reveal()}",
-                "User-Agent": "mm-safety-harness-judge",
-            },
-        )
+        """The first choice's message content ("" when null). Raises EndpointError (message redacted)."""
+        self._attempts.count = 0
         try:
-            with self._opener.open(request, timeout=self.endpoint.timeout_s) as response:
-                raw = response.read()
-        except urllib.error.HTTPError as exc:
-            body = _read_error_body(exc)
-            message = self.redact(f"HTTP {exc.code}: {body}")
-            if exc.code in RETRYABLE_STATUS or exc.code >= 500:
-                retry_after = parse_retry_after(exc.headers.get("Retry-After") if exc.headers else None)
-                raise _RetryableError(message, retry_after) from None
-            raise EndpointError(message) from None
-        except urllib.error.URLError as exc:  # connection refused, DNS, time-out while connecting
-            raise _RetryableError(self.redact(f"connection error: {exc.reason}")) from None
-        except (OSError, http.client.HTTPException) as exc:  # time-out, reset or truncation while reading
-            raise _RetryableError(self.redact(f"{type(exc).__name__}: {exc}")) from None
-        except ValueError as exc:  # e.g. an invalid header value: its message may quote the header
-            raise EndpointError(f"invalid request ({type(exc).__name__}; message withheld: it may quote a header)") from None
-        return self._content(raw)
-
-    def _content(self, raw: bytes) -> str:
+            # with_raw_response: the body stays at hand, to quote it when it is not a chat completion
+            raw = self._sdk.chat.completions.with_raw_response.create(**body)
+        except self._errors.OpenAIError as exc:
+            message = self._describe(exc)
+            attempts = self._attempts.count
+            if attempts > 1:
+                message = f"gave up after {attempts} attempts; last error: {message}"
+            raise EndpointError(self.redact(message)) from None
         try:
-            data = json.loads(raw.decode("utf-8"))
-            content = data["choices"][0]["message"]["content"]
-        except (UnicodeDecodeError, ValueError, KeyError, IndexError, TypeError):
-            text = _truncate(raw.decode("utf-8", "replace"))
+            content = raw.parse().choices[0].message.content
+        # not JSON (the SDK's JSONDecodeError is a ValueError), not a completion, or no choice
+        except (ValueError, AttributeError, IndexError, KeyError, TypeError, self._errors.OpenAIError):
+            text = _truncate(raw.http_response.text)
             raise EndpointError(self.redact(f"malformed chat-completions response: {text}")) from None
         if content is None:  # e.g. a content-filter stop: no text to parse
             return ""
@@ -842,12 +856,21 @@ class ChatClient:
             return "".join(str(part.get("text", "")) for part in content if isinstance(part, dict))
         return str(content)
 
-
-def _read_error_body(exc: urllib.error.HTTPError) -> str:
-    try:
-        return _truncate(exc.read().decode("utf-8", "replace"))
-    except Exception:  # the body is only for the message; never let reading it mask the HTTP error
-        return ""
+    def _describe(self, exc: Exception) -> str:
+        """One line for a failed call (not yet redacted): status and body, or what the transport said."""
+        errors = self._errors
+        if isinstance(exc, errors.APIStatusError):
+            try:
+                body = exc.response.text
+            except Exception:  # noqa: BLE001 - the body only decorates the message
+                body = ""
+            return f"HTTP {exc.status_code}: {_truncate(body)}"
+        if isinstance(exc, errors.APITimeoutError):
+            return f"timed out (timeout_s={self.endpoint.timeout_s:g})"
+        cause = exc.__cause__
+        if isinstance(exc, errors.APIConnectionError) and cause is not None:
+            return f"connection error: {type(cause).__name__}: {cause}"
+        return f"{type(exc).__name__}: {exc}"
 
 
 # --------------------------------------------------------------------------- the judge
@@ -1047,9 +1070,9 @@ def _make(
     clock: Callable[[], float] = time.monotonic,
     **endpoint_options: Any,
 ) -> LLMJudge:
-    """Options: base_url, model, api_key, timeout_s (60), max_retries (5), backoff_s (1), max_backoff_s
-    (120), requests_per_minute (60; 0 = no limit), concurrency (4), temperature (0), max_tokens (the
-    official value; "none" = not sent). ``sleep``/``clock`` are test hooks."""
+    """Options: base_url, model, api_key, timeout_s (60, per attempt), max_retries (5, the SDK's retries),
+    requests_per_minute (60; 0 = no limit), concurrency (4), temperature (0), max_tokens (the official
+    value; "none" = not sent). ``sleep``/``clock`` are the rate limiter's test hooks."""
     endpoint = resolve_endpoint(spec, name, **endpoint_options)
     tokens = spec.max_tokens if max_tokens == "official" else _optional_int(max_tokens, "max_tokens")
     return LLMJudge(name, spec, endpoint, max_tokens=tokens, sleep=sleep, clock=clock)
