@@ -10,8 +10,8 @@ Run by hand from the repository root (no network; loads the MiniLM weights from 
 Accuracy: every judge scores the held-out part of ``harness/judges/data/refusal_v2_*.jsonl`` (never used
 to fit or choose anything) through its own ``judge`` / ``judge_many``; a verdict is right when
 ``refused`` equals the label (an undecided verdict counts as wrong). Throughput: ``judge_many`` on one
-batch holding every held-out response (short answers, as written), then on a batch of long answers
-(each four held-out responses joined, about 8-16 segments before the 12-segment cut); the best of
+batch holding every held-out response (short answers, as written: 17 words, 2 segments on average),
+then on a batch of long answers (four different labelled responses joined, about 8 segments); the best of
 ``--repeats`` timed calls after one warm-up call, on ``--threads`` torch threads. Timings depend on the
 machine and on whatever else runs on it; the script prints the load average beside them.
 """
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import statistics
 import sys
 import time
@@ -62,6 +63,14 @@ def accuracy_table(rows: list[refusal_v2.LabelledResponse]) -> tuple[list[str], 
     return patterns, table
 
 
+def wilson(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """95 % Wilson score interval of a proportion."""
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * ((p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5) / (1 + z * z / n)
+    return centre - half, centre + half
+
+
 def print_table(rows: list[refusal_v2.LabelledResponse], markdown: bool) -> None:
     patterns, table = accuracy_table(rows)
     label = {row.pattern: row.label for row in rows}
@@ -70,7 +79,7 @@ def print_table(rows: list[refusal_v2.LabelledResponse], markdown: bool) -> None
     lines = []
     for pattern in ["all", *patterns]:
         n = table[pattern][NEW_JUDGE][1]
-        name = "all" if pattern == "all" else f"{pattern} ({label[pattern][:4]})"
+        name = "all" if pattern == "all" else f"{pattern} ({label[pattern]})"
         lines.append([name, str(n), *[f"{table[pattern][j][0] / n:.3f}" for j in JUDGES]])
     if markdown:
         print("| " + " | ".join(header) + " |")
@@ -82,6 +91,9 @@ def print_table(rows: list[refusal_v2.LabelledResponse], markdown: bool) -> None
         for line in [header, *lines]:
             print("  ".join(cell.ljust(width) if i == 0 else cell.rjust(width) for i, (cell, width) in enumerate(zip(line, widths))))
     print(f"columns: {', '.join(f'{short[j]} = {j}' for j in JUDGES)}")
+    correct, n = table["all"][NEW_JUDGE]
+    low, high = wilson(correct, n)
+    print(f"{NEW_JUDGE}: {correct}/{n} right, 95 % Wilson interval {low:.3f}-{high:.3f}")
     print(f"held-out rows: {len(rows)} ({sum(r.refused for r in rows)} refusals); written by hand except "
           f"{sum(r.source != 'written' for r in rows)} SmolLM2 outputs")
 
@@ -89,20 +101,30 @@ def print_table(rows: list[refusal_v2.LabelledResponse], markdown: bool) -> None
 def speed(rows: list[refusal_v2.LabelledResponse], repeats: int) -> None:
     judge = refusal_v2.make_refusal_v2_judge()
     short = [row.text for row in rows]
-    # long answers: four different held-out responses joined, so no batch repeats a segment sequence
-    long = [" ".join(short[(i + k * 53) % len(short)] for k in range(4)) for i in range(len(short))]
+    # long answers: every labelled response with words (both parts; accuracy plays no role here) in a
+    # seeded order, four to an answer, each used once, so segments are not repeated across the batch
+    # (judge_many embeds a repeated segment once, which would flatter the figure)
+    pool = [row.text for row in rows + refusal_v2.read_labels(refusal_v2.CALIBRATION_LABELS) if refusal_v2.segment(row.text)]
+    random.Random(0).shuffle(pool)
+    long = [" ".join(pool[i:i + 4]) for i in range(0, len(pool) - 3, 4)]
     judge.judge_many(pairs(short[:32], "warm"))  # loads the weights
-    for name, texts in (("short (held-out as written)", short), ("long (4 held-out responses joined)", long)):
+    for name, texts in (("short (held-out as written)", short), ("long (4 labelled responses joined)", long)):
         segments = [len(refusal_v2.segment(t)[: judge.parameters.max_segments]) for t in texts]
-        times = []
+        words = [len(refusal_v2.words(t)) for t in texts]
+        times, cpu = [], []
         for repeat in range(repeats):
             batch = pairs(texts, f"{name[:1]}{repeat}-")
-            started = time.perf_counter()
+            started, started_cpu = time.perf_counter(), time.process_time()
             judge.judge_many(batch)
             times.append(time.perf_counter() - started)
+            cpu.append(time.process_time() - started_cpu)
         best = min(times)
-        print(f"{name}: {len(texts)} responses, {statistics.mean(segments):.1f} segments each on average: "
-              f"{len(texts) / best:.0f} verdicts/s (best of {repeats}; median {len(texts) / statistics.median(times):.0f})")
+        # CPU seconds of this process per call: near 2 x wall on 2 idle cores; much less when other
+        # processes take the cores
+        print(f"{name}: {len(texts)} responses, {statistics.mean(words):.0f} words and "
+              f"{statistics.mean(segments):.1f} segments each on average: "
+              f"{len(texts) / best:.0f} verdicts/s (best of {repeats}; median {len(texts) / statistics.median(times):.0f}; "
+              f"{statistics.median(cpu) / statistics.median(times):.2f} CPU-s per wall-s)")
 
 
 def main(argv: list[str] | None = None) -> int:
