@@ -72,7 +72,9 @@ Recalibrate on labelled outputs of the model under test (``--calibrate --output`
 ``--judge-arg parameters=...``) before trusting small differences.
 
 Throughput (``bench/refusal_judge_accuracy.py``, ``judge_many``, 2 torch threads on 2 cores):
-THROUGHPUT-PLACEHOLDER
+on the 282 held-out responses as written (16 words, 2.0
+segments on average) 390 verdicts/s (best of 3; median 382); on long answers (four labelled responses
+joined: 66 words, 7.7 segments) 161 verdicts/s (median 151); load average 1.4 while measured.
 
 Fingerprint: model id, package version and sha256 of the MiniLM folder, sha256 of the parameters file
 and of the labels it was fitted on, both cuts, the decline cut, the empty policy, the segmenter
