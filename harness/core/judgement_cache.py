@@ -25,14 +25,12 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import logging
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Iterable, Mapping
 
 from harness.core.cache import canonical_json, open_store, select_records
-from harness.core.images import file_sha256
 from harness.core.paths import cache_dir
-from harness.core.records import Generation, Judgement, Sample
+from harness.core.records import Judgement, Sample
 
 # Bump when the meaning of a cached verdict changes (key fields, Judgement fields, judge protocol).
 JUDGE_CACHE_SCHEMA_VERSION = 1

@@ -37,10 +37,10 @@ import inspect
 import logging
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 from harness.core.images import file_sha256
-from harness.core.judgement_cache import (
+from harness.core.judgement_cache import (  # noqa: F401 - the cache's names are re-exported for the stage's callers
     DEFAULT_CHUNK_SIZE,
     JUDGE_ERROR_LABEL,
     JudgementCache,
