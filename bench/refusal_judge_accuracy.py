@@ -6,6 +6,7 @@ Run by hand from the repository root (no network; loads the MiniLM weights from 
     .venv/bin/python bench/refusal_judge_accuracy.py                 # table + throughput, 2 torch threads
     .venv/bin/python bench/refusal_judge_accuracy.py --no-speed      # table only
     .venv/bin/python bench/refusal_judge_accuracy.py --markdown      # the table as Markdown
+    .venv/bin/python bench/refusal_judge_accuracy.py --no-table      # throughput only
 
 Accuracy: every judge scores the held-out part of ``harness/judges/data/refusal_v2_*.jsonl`` (never used
 to fit or choose anything) through its own ``judge`` / ``judge_many``; a verdict is right when
@@ -132,13 +133,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2, help="torch threads (the 2-core target: 2)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--no-speed", action="store_true")
+    parser.add_argument("--no-table", action="store_true", help="throughput only")
     parser.add_argument("--markdown", action="store_true")
     args = parser.parse_args(argv)
     import torch
 
     torch.set_num_threads(args.threads)
     rows = refusal_v2.read_labels(refusal_v2.HELDOUT_LABELS)
-    print_table(rows, args.markdown)
+    if not args.no_table:
+        print_table(rows, args.markdown)
     if not args.no_speed:
         print(f"\nthroughput of {NEW_JUDGE}.judge_many, {torch.get_num_threads()} torch threads, "
               f"{os.cpu_count()} CPUs visible, load average before: {os.getloadavg()[0]:.2f}")

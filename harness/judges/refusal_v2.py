@@ -71,10 +71,14 @@ refusal.
 Recalibrate on labelled outputs of the model under test (``--calibrate --output``, then
 ``--judge-arg parameters=...``) before trusting small differences.
 
-Throughput (``bench/refusal_judge_accuracy.py``, ``judge_many``, 2 torch threads on 2 cores):
-on the 282 held-out responses as written (16 words, 2.0
-segments on average) 390 verdicts/s (best of 3; median 382); on long answers (four labelled responses
-joined: 66 words, 7.7 segments) 161 verdicts/s (median 151); load average 1.4 while measured.
+Throughput (``python bench/refusal_judge_accuracy.py --no-table``: ``judge_many`` on one batch, 2 torch
+threads, on this project's 2-core development machine while it was otherwise idle, load average
+0.27, 1.97 CPU-seconds per wall-second): **383 verdicts/s** (median of 9 calls 337) on the 282
+held-out responses (16 words, 2.0 segments each on average), and **155 verdicts/s** (median 154) on
+181 long answers made of four labelled responses each (66 words, 7.7 segments): the cost grows with
+the segments read, so long refusals (read to the end, up to 12 segments) are the slow case. With other
+jobs on the same two cores the figures drop several-fold (41 and 38 verdicts/s were measured at load
+3.4).
 
 Fingerprint: model id, package version and sha256 of the MiniLM folder, sha256 of the parameters file
 and of the labels it was fitted on, both cuts, the decline cut, the empty policy, the segmenter
@@ -125,7 +129,8 @@ MAX_SEGMENTS = 12  # segments read per response (the opening decides; bounds the
 MAX_SEGMENT_TOKENS = 48  # word pieces embedded per segment (a clause's role shows in its first words)
 DECLINE_CUT = 0.5  # p(decline) from which a segment counts as declining (raises the content cut)
 # judge_many reads segments [0, 3), then [3, 6), then the rest, each step only for responses where no
-# segment has cleared both cuts yet (see read()); 149 long answers/s against 141 for (3,) and 66 for ()
+# segment has cleared both cuts yet (see read()); on long answers, in one session on 2 cores: 149/s
+# against 141/s for (3,) and 66/s reading everything at once
 READ_IN = (3, 6)
 
 # Fitting: the penalty grid and folds of the grouped cross-validation (see calibrate()).
