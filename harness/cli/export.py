@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Sequence
 
 from harness.cli.errors import EXIT_OK
+from harness.pipeline.rejudge import LATEST
 from harness.pipeline.export import FORMATS  # light: the record and metric modules, no torch
 
 HELP = "write a stored run in another tool's layout (lm-eval's results and samples files)"
-LATEST = "latest"
 
 
 def build_parser() -> argparse.ArgumentParser:

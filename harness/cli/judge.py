@@ -14,12 +14,12 @@ from typing import TYPE_CHECKING, Sequence
 
 from harness.cli.errors import EXIT_FLAGGED, EXIT_OK
 from harness.cli.options import parse_scoped, split_names
+from harness.pipeline.rejudge import LATEST
 
 if TYPE_CHECKING:
     from harness.pipeline.rejudge import RejudgeResult
 
 HELP = "re-score a stored run with other judges (cached; no model), then re-render reports"
-LATEST = "latest"
 
 
 def build_parser() -> argparse.ArgumentParser:
