@@ -93,8 +93,8 @@ def test_registered_with_aliases(name, alias, cls):
     assert registries.defenses().get(name) is cls
 
 
-@pytest.mark.parametrize("model", ["tiny-random-llava-ov", "tiny-random-qwen2-vl"])
-@pytest.mark.parametrize("defense", ["figstep-prompt", "adashield-s"])
+@pytest.mark.parametrize("model", ["tiny-random-llava-ov", "tiny-random-qwen2-vl", "tiny-random-chameleon"])
+@pytest.mark.parametrize("defense", ["none", "self-reminder", "figstep-prompt", "adashield-s"])
 def test_runs_through_the_runner(isolated_dirs, reuse_loaded_models, model, defense):
     result = run_eval(EvalConfig(model=model, tasks=["figstep-tiny", "xstest"], defense=defense, limit=2,
                                  max_new_tokens=4, progress=False, write_report=False))

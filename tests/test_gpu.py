@@ -24,7 +24,7 @@ pytestmark = [
     pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (make test-gpu)"),
 ]
 
-TINY_MODELS = ["tiny-random-llava-ov", "tiny-random-llava", "tiny-random-qwen2-vl"]
+TINY_MODELS = ["tiny-random-llava-ov", "tiny-random-llava", "tiny-random-qwen2-vl", "tiny-random-chameleon"]
 HALF_DTYPES = ["bfloat16", "float16"]
 STEERING_DEFENSES = ["refusal-direction", "cast", "astra", "autosteer", "ras"]
 # Offline stand-ins for the hub scorers (as in bench/defense_latency.py), with gates forced open so
