@@ -18,6 +18,9 @@ defense sees the same prompt: :data:`CHAT_TEMPLATE` renders each message's text 
 ``return_for_text_completion`` default is set to True, so it does not append its chat-mode separator
 ``<reserved08706>`` (the Hugging Face documentation's chat usage appends it; AutoSteer's code does not).
 
+Not followed: Anole's ``Options()`` default samples (temperature 0.7, top-p 0.9, repetition penalty 1.2);
+the harness decodes greedily, as for every family.
+
 Choices the official code does not make (it has no system prompt and no multi-turn input): a system
 message is written before the user's text and ends with a newline; an assistant message (AutoSteer's
 refusal-head target) follows the user content directly. ``add_generation_prompt`` adds nothing: the
