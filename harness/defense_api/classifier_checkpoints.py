@@ -144,6 +144,10 @@ class CheckpointClassifier:
         return out
 
 
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.model_id!r})"
+
+
 class MllamaClassifier(CheckpointClassifier):
     """A vision classifier (``MllamaForConditionalGeneration`` + ``AutoProcessor``: Llama Guard 3 Vision)."""
 
