@@ -3,12 +3,16 @@
     .venv/bin/python bench/defense_latency.py [--model smol-llava] [--tasks figstep-tiny,xstest,easyvqa]
         [--limit 12] [--defenses none,ras,...] [--rounds 1] [--keep DIR]
         [--calibration-arg autosteer:assistant_marker=true] [--device cuda] [--dtype bfloat16]
+        [--defense-arg llama-guard-filter:guard_checkpoint=DIR]
     .venv/bin/python bench/defense_latency.py --summarise DIR   # re-print the tables of a --keep folder
 
 Run it on an otherwise idle machine. Every defense generates the same samples (the first ``--limit``
 of each task's seeded, stratified order) into a fresh results folder and a fresh generation cache, so
 no timing comes from the cache. Defenses that learn something are calibrated first with the
 built-in calibration prompts (calibration time is reported separately and not counted as latency).
+``llama-guard-filter`` is not in the default list: it needs the Llama Guard 3 weights (Hub cache, or a
+folder given with ``--defense-arg llama-guard-filter:guard_checkpoint=DIR``); its guard passes are part
+of each sample's latency.
 
 To limit the effect of background load drifting during the run, defenses are run in rounds: each
 round runs every defense on a slice of the samples, in a rotated order; per-sample latencies of all
@@ -59,6 +63,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--keep", type=Path, default=None, help="results/cache folder to keep (default: temporary)")
     parser.add_argument("--calibration-arg", action="append", default=[], metavar="DEFENSE:KEY=VALUE",
                         help="calibration option of one defense (as harness calibrate --calibration-arg)")
+    parser.add_argument("--defense-arg", action="append", default=[], metavar="DEFENSE:KEY=VALUE",
+                        help="parameter of one defense, over the offline stand-ins (as harness eval --defense-arg)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 (calibration and generation)")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     parser.add_argument("--summarise", type=Path, default=None, metavar="DIR",
@@ -100,13 +106,16 @@ def main(argv: list[str] | None = None) -> int:
     defenses = [registries.defenses().canonical(name) for name in args.defenses.split(",") if name]
     calibration_options = {registries.defenses().canonical(name): options for name, options in
                            parse_scoped(args.calibration_arg, "--calibration-arg", None).items()}
+    defense_params = {name: dict(params) for name, params in OFFLINE_PARAMS.items()}
+    for name, options in parse_scoped(args.defense_arg, "--defense-arg", None).items():
+        defense_params.setdefault(registries.defenses().canonical(name), {}).update(options)
     tasks = [name for name in args.tasks.split(",") if name]
     print(f"work folder: {work}\nmodel {args.model}; tasks {tasks}; {args.limit} samples per task; "
           f"defenses {defenses}; {args.rounds} round(s); threads {os.environ.get('OMP_NUM_THREADS', 'default')}; "
           f"device {device_name(args.device)}, {args.dtype}")
-    for name, params in OFFLINE_PARAMS.items():
+    for name, params in defense_params.items():
         if name in defenses:
-            print(f"  {name} runs with offline stand-ins {params}")
+            print(f"  {name} runs with {params}")
 
     calibration_s: dict[str, float] = {}
     for name in defenses:
@@ -128,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
             start = time.perf_counter()
             # Each round extends the prefix; earlier rounds' samples are cache hits, not timed again.
             result = run_eval(EvalConfig(model=args.model, tasks=tasks, defense=name,
-                                         defense_params=OFFLINE_PARAMS.get(name, {}), limit=limit,
+                                         defense_params=defense_params.get(name, {}), limit=limit,
                                          batch_size=1,  # per-sample latency, not a batch's
                                          device=args.device, dtype=args.dtype,
                                          progress=False, write_report=False))

@@ -17,6 +17,13 @@ Prompt format: the user turn holds the text FIRST and the image after it, render
   assistant_marker=true`` uses the harness's usual template instead (image first, generation prompt).
   A model trained only on that layout may fall apart under the official one: smol-llava answers image
   questions with empty or looping text there (easy-vqa accuracy 0 %, docs/defenses-on-smol-llava.md).
+Chameleon / Anole (the paper's second family; ``source/steer/SteerChameleon``, ``chameleon_steer_test.py``):
+  the family's prompt format is already the code's (question, then the image tokens, no template:
+  harness/models/chameleon.py), so both settings of ``assistant_marker`` render the same prompt there. The
+  candidate layers of a 32-layer model are 4..28, the code's; its test scripts probe layer 24. Deviations
+  there: the code runs Anole's own inference stack in float16 and samples (Anole's ``Options()`` default:
+  temperature 0.7, top-p 0.9, repetition penalty 1.2); the harness runs transformers'
+  ``ChameleonForConditionalGeneration`` greedily in the chosen dtype.
 Safety Awareness Score (SAS): for each candidate layer l, with paired harmful/safe inputs (VLSafe query and
   its safe rewrite; here our harmful/harmless pairs), delta_i = h_l(safe_i) - h_l(harmful_i) at the last
   prompt token of the residual stream entering block l (HF hidden_states[l]); SAS(l) = mean over i < j

@@ -28,7 +28,7 @@ from harness.pipeline.evaluate import EvalConfig, run_eval
 
 ROOT = Path(__file__).resolve().parent.parent
 STEERING_DEFENSES = ["refusal-direction", "cast", "astra", "autosteer", "ras"]
-TINY_MODELS = ["tiny-random-llava-ov", "tiny-random-qwen2-vl"]
+TINY_MODELS = ["tiny-random-llava-ov", "tiny-random-qwen2-vl", "tiny-random-chameleon"]
 LIMIT = 4
 
 

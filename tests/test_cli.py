@@ -32,6 +32,12 @@ def test_list_prints_names_without_importing_torch(kind):
         "judges": {"keyword-gcg"},
     }[kind]
     assert expected <= set(names)
+    if kind == "models":  # name, the dtype `--dtype auto` loads, help
+        columns = {line.split()[0]: line.split()[1] for line in lines[:-1]}
+        assert columns["chameleon-7b"] == columns["anole-7b"] == "bfloat16"
+        assert columns["tiny-random-chameleon"] == columns["smol-llava"] == "float32"
+    if kind == "defenses":
+        assert "llama-guard-filter" in names
 
 
 def test_help_is_cheap():

@@ -20,7 +20,7 @@ from harness.pipeline.evaluate import EvalConfig, run_eval
 from harness.defense_api.scorers import build_scorer
 from harness.defense_api.scorers.hf import ProtectorDetector, require_peft
 
-TINY_MODELS = ["tiny-random-llava-ov", "tiny-random-qwen2-vl"]
+TINY_MODELS = ["tiny-random-llava-ov", "tiny-random-qwen2-vl", "tiny-random-chameleon"]
 
 
 @pytest.fixture

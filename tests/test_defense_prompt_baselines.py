@@ -93,8 +93,12 @@ def test_registered_with_aliases(name, alias, cls):
     assert registries.defenses().get(name) is cls
 
 
-@pytest.mark.parametrize("model", ["tiny-random-llava-ov", "tiny-random-qwen2-vl"])
-@pytest.mark.parametrize("defense", ["figstep-prompt", "adashield-s"])
+@pytest.mark.parametrize("model, defense", [
+    *[(model, defense) for model in ("tiny-random-llava-ov", "tiny-random-qwen2-vl", "tiny-random-chameleon")
+      for defense in ("figstep-prompt", "adashield-s")],
+    # none and self-reminder: on Chameleon here; on the tiny LLaVA-OneVision in test_eval_end_to_end
+    ("tiny-random-chameleon", "none"), ("tiny-random-chameleon", "self-reminder"),
+])
 def test_runs_through_the_runner(isolated_dirs, reuse_loaded_models, model, defense):
     result = run_eval(EvalConfig(model=model, tasks=["figstep-tiny", "xstest"], defense=defense, limit=2,
                                  max_new_tokens=4, progress=False, write_report=False))

@@ -14,8 +14,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import helpers_guard
 import pytest
-import torch
 
 from harness.judges import JudgeFactory, register_judges
 from harness.judges import classifiers as cls
@@ -45,35 +45,17 @@ def generation(text: str | None, sample_id: str = "s1", error: str | None = None
 
 # -------------------------------------------------------------------------------- tiny checkpoints
 def _tokenizer(specials: list[str], template: str, **named: Any) -> Any:
-    from harness.models.tiny import train_tokenizer
-
-    return train_tokenizer(specials, template, **named)
+    return helpers_guard.tokenizer(specials, template, **named)
 
 
 def _llama(tokenizer: Any) -> Any:
-    import transformers as tf
-
-    from harness.models.tiny import _text_sizes
-
-    config = tf.LlamaConfig(tie_word_embeddings=False, **_text_sizes(tokenizer))
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        return tf.LlamaForCausalLM(config)
+    return helpers_guard.llama(tokenizer)
 
 
 @pytest.fixture(scope="module")
 def llama3_dir(tmp_path_factory) -> Path:
     """Llama-3-style specials, the official Llama Guard 3 8B chat template, no pad token."""
-    tokenizer = _tokenizer(
-        ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"],
-        cls.LLAMA_GUARD_3_CHAT_TEMPLATE,
-        bos_token="<|begin_of_text|>",
-        eos_token="<|eot_id|>",
-    )
-    folder = tmp_path_factory.mktemp("llama-guard-3")
-    _llama(tokenizer).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return helpers_guard.save_llama_guard_3(tmp_path_factory.mktemp("llama-guard-3"))
 
 
 @pytest.fixture(scope="module")
@@ -95,71 +77,17 @@ def llama2_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def mllama_dir(tmp_path_factory) -> Path:
     """A tiny Mllama (32 px, one tile) with the official Llama Guard 3 Vision chat template."""
-    import transformers as tf
-
-    tokenizer = _tokenizer(
-        ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>",
-         "<|image|>", "<|finetune_right_pad_id|>", "<|python_tag|>"],
-        cls.LLAMA_GUARD_3_VISION_CHAT_TEMPLATE,
-        bos_token="<|begin_of_text|>",
-        eos_token="<|eot_id|>",
-        pad_token="<|finetune_right_pad_id|>",
-        extra_special_tokens={"image_token": "<|image|>"},
-    )
-    text = tf.MllamaTextConfig(
-        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=3,
-        num_attention_heads=4, num_key_value_heads=2, cross_attention_layers=[1], max_position_embeddings=1024,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id, initializer_range=0.2, tie_word_embeddings=False,
-    )
-    vision = tf.MllamaVisionConfig(
-        hidden_size=32, num_hidden_layers=2, num_global_layers=1, attention_heads=2, intermediate_size=64,
-        vision_output_dim=64, image_size=32, patch_size=8, max_num_tiles=1, intermediate_layers_indices=[0],
-        supported_aspect_ratios=[[1, 1]],
-    )
-    config = tf.MllamaConfig(vision_config=vision, text_config=text,
-                             image_token_index=tokenizer.convert_tokens_to_ids("<|image|>"))
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        model = tf.MllamaForConditionalGeneration(config)
-    processor = tf.MllamaProcessor(
-        image_processor=tf.MllamaImageProcessor(size={"height": 32, "width": 32}, max_image_tiles=1),
-        tokenizer=tokenizer,
-        chat_template=cls.LLAMA_GUARD_3_VISION_CHAT_TEMPLATE,
-    )
-    folder = tmp_path_factory.mktemp("llama-guard-3-vision")
-    model.save_pretrained(folder)
-    processor.save_pretrained(folder)
-    return folder
+    return helpers_guard.save_llama_guard_3_vision(tmp_path_factory.mktemp("llama-guard-3-vision"))
 
 
 def capture_generate(judge: cls.ClassifierJudge, monkeypatch, replies: list[str]) -> list[dict[str, Any]]:
     """Replace the loaded model's generate: record its inputs, answer with hand-written replies."""
-    judge.ensure_loaded()
-    calls: list[dict[str, Any]] = []
-    queue = list(replies)
-    tokenizer = judge.tokenizer
-
-    def fake_generate(input_ids, attention_mask=None, **kwargs):
-        calls.append({"input_ids": input_ids, "attention_mask": attention_mask, **kwargs})
-        answers = [queue.pop(0) for _ in range(input_ids.shape[0])]
-        encoded = [tokenizer.encode(answer, add_special_tokens=False) for answer in answers]
-        width = max(len(ids) for ids in encoded)
-        # pad with EOS after the reply: it is a special token, so decoding skips it
-        rows = [ids + [tokenizer.eos_token_id] * (width - len(ids)) for ids in encoded]
-        return torch.cat([input_ids, torch.tensor(rows, dtype=input_ids.dtype)], dim=1)
-
-    monkeypatch.setattr(judge.model, "generate", fake_generate)
-    return calls
+    return helpers_guard.scripted_replies(judge, monkeypatch, replies)
 
 
 def prompts_seen(judge: cls.ClassifierJudge, call: dict[str, Any]) -> list[str]:
     """The exact text of each row the model received (padding removed, special tokens kept)."""
-    texts = []
-    for ids, mask in zip(call["input_ids"], call["attention_mask"]):
-        texts.append(judge.tokenizer.decode(ids[mask.bool()], skip_special_tokens=False,
-                                            clean_up_tokenization_spaces=False))
-    return texts
+    return helpers_guard.prompts_seen(judge, call)
 
 
 # ------------------------------------------------------------------------------------------ parsers

@@ -19,8 +19,10 @@ EXPECTED = {
     "llava-ov-7b": "llava-hf/llava-onevision-qwen2-7b-ov-hf",
     "llava-1.5-7b": "llava-hf/llava-1.5-7b-hf",
     "qwen2-vl-2b": "Qwen/Qwen2-VL-2B-Instruct",
+    "chameleon-7b": "facebook/chameleon-7b",
+    "anole-7b": "leloy/Anole-7b-v0.1-hf",
 }
-TINY = ["tiny-random-llava-ov", "tiny-random-llava", "tiny-random-qwen2-vl"]
+TINY = ["tiny-random-llava-ov", "tiny-random-llava", "tiny-random-qwen2-vl", "tiny-random-chameleon"]
 
 
 @pytest.fixture
@@ -219,3 +221,28 @@ def test_hub_id_one_letter_off_a_registered_one_warns(registry, caplog):
         spec = resolve_model(registry, "llava-hf/llava-onevison-qwen2-0.5b-ov-hf")
     assert spec.source == "llava-hf/llava-onevison-qwen2-0.5b-ov-hf"  # still taken: it may be meant
     assert "did you mean 'llava-hf/llava-onevision-qwen2-0.5b-ov-hf'" in caplog.text
+
+
+def test_chameleon_keys_hold_the_harness_prompt_format_wherever_the_family_is_known(registry, tmp_path):
+    """Chameleon checkpoints get the harness's prompt format on load (their own template is replaced), so
+    its hash is part of their key: registered, an ad-hoc folder, an ad-hoc Hub id in the cache."""
+    from harness.models.chameleon import prompt_format_sha256
+
+    expected = prompt_format_sha256()
+    assert len(expected) == 64
+    registered = hf.fingerprint_pretrained(registry.get("chameleon-7b"))
+    assert registered == {"source": "facebook/chameleon-7b", "revision": "main (unresolved)", "dtype": "bfloat16",
+                          "prompt_format_sha256": expected}
+    folder = _fake_checkpoint(tmp_path / "chameleon")
+    (folder / "config.json").write_text(json.dumps({"model_type": "chameleon"}))
+    assert hf.fingerprint_pretrained(resolve_model(registry, str(folder)))["prompt_format_sha256"] == expected
+    snapshot = tmp_path / "hub" / "models--org--cham" / "snapshots" / ("e" * 40)
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text(json.dumps({"model_type": "chameleon"}))
+    (tmp_path / "hub" / "models--org--cham" / "refs").mkdir()
+    (tmp_path / "hub" / "models--org--cham" / "refs" / "main").write_text("e" * 40)
+    cached = hf.fingerprint_pretrained(resolve_model(registry, "org/cham"))
+    assert (cached["revision"], cached["prompt_format_sha256"]) == ("e" * 40, expected)
+    # other families keep the keys they had; an uncached ad-hoc id cannot say, and adds nothing
+    assert "prompt_format_sha256" not in hf.fingerprint_pretrained(registry.get("llava-ov"))
+    assert "prompt_format_sha256" not in hf.fingerprint_pretrained(resolve_model(registry, "org/unknown"))

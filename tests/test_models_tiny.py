@@ -15,8 +15,9 @@ from harness.models.spec import AUTO_FAMILY, ModelSpec
 from harness.core.records import GenerationSettings, Request
 from harness.core.registry import Registry
 
-FIXTURES = ["tiny-random-llava-ov", "tiny-random-llava", "tiny-random-qwen2-vl"]
-FAMILIES = {"tiny-random-llava-ov": "llava-onevision", "tiny-random-llava": "llava", "tiny-random-qwen2-vl": "qwen2-vl"}
+FIXTURES = ["tiny-random-llava-ov", "tiny-random-llava", "tiny-random-qwen2-vl", "tiny-random-chameleon"]
+FAMILIES = {"tiny-random-llava-ov": "llava-onevision", "tiny-random-llava": "llava", "tiny-random-qwen2-vl": "qwen2-vl",
+            "tiny-random-chameleon": "chameleon"}
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +105,8 @@ def test_batched_equals_unbatched(adapter, images):
 
 def test_text_only_input_tokens_match_the_tokenizer(adapter):
     request = make_request("Hello there, how are you?", system="Be brief.")
-    expected = len(adapter.tokenizer(adapter.prompt_text(request), add_special_tokens=False)["input_ids"])
+    # the tokenizer's own special tokens included (Chameleon's adds <s>; the other fixtures' add none)
+    expected = len(adapter.tokenizer(adapter.prompt_text(request))["input_ids"])
     assert adapter.generate([request])[0].input_tokens == expected
 
 
@@ -168,7 +170,7 @@ def test_output_tokens_stop_at_eos_not_at_padding(adapter):
 def test_steering_handles_are_the_real_modules(adapter, images):
     layers = adapter.decoder_layers
     assert isinstance(layers, torch.nn.ModuleList)
-    assert adapter.num_layers == len(layers) == adapter.model.config.text_config.num_hidden_layers
+    assert adapter.num_layers == len(layers) == adapter.model.config.get_text_config().num_hidden_layers
     assert adapter.hidden_size == tiny.TEXT_HIDDEN
     assert adapter.lm_head is adapter.model.get_output_embeddings()
     calls = {"layer0": [], "norm": 0, "head": 0}
@@ -294,3 +296,54 @@ def test_unknown_fixture_name_fails(registry):
     spec = dataclasses.replace(resolve_model(registry, "tiny-random-llava"), options={"fixture": "tiny-nope"})
     with pytest.raises(KeyError, match="unknown tiny fixture"):
         tiny.build_tiny(spec, "float32", "cpu")
+
+
+# ------------------------------------------------------------------------------------------ Chameleon
+@pytest.fixture(scope="module")
+def chameleon(registry, cache) -> VLMAdapter:
+    spec = resolve_model(registry, "tiny-random-chameleon")
+    return spec.builder.load()(spec, dtype="float32", device="cpu")
+
+
+def test_chameleon_prompt_is_autosteers_text_then_image_with_no_separator(chameleon, images):
+    """<s> + question + <racm3:break> + one token per VQ code + <eoss>, as Anole's tokens_from_ui builds it
+    for AutoSteer's [text, image] input: no role marker, no <reserved08706> chat separator."""
+    request = make_request("What is shown here?", images[0], system="Be brief.")
+    assert chameleon.prompt_text(request) == "Be brief.\nWhat is shown here?<image>"
+    assert chameleon.prompt_text(make_request("Hi")) == "Hi"
+    tokenizer = chameleon.tokenizer
+    ids = chameleon.encode([make_request("What is shown here?", images[0])])["input_ids"][0].tolist()
+    question = tokenizer("What is shown here?", add_special_tokens=False)["input_ids"]
+    codes = (16 // 4) ** 2
+    expected = ([tokenizer.convert_tokens_to_ids("<s>")] + question + [tokenizer.convert_tokens_to_ids("<racm3:break>")]
+                + [tokenizer.convert_tokens_to_ids("<image>")] * codes + [tokenizer.convert_tokens_to_ids("<eoss>")])
+    assert ids == expected
+    assert tokenizer.convert_tokens_to_ids("<reserved08706>") not in ids
+    # generation stops at </s> or at the start of an image, as Anole's Options.extra_eos_tokens
+    assert chameleon.eos_token_ids == {tokenizer.convert_tokens_to_ids("</s>"),
+                                       tokenizer.convert_tokens_to_ids("<racm3:break>")}
+
+
+def test_chameleon_steering_handles_sit_on_its_early_fusion_decoder(chameleon):
+    assert chameleon.language_model is chameleon.model.model  # no separate language model to unwrap
+    assert chameleon.decoder_layers is chameleon.model.model.layers and chameleon.final_norm is chameleon.model.model.norm
+    assert chameleon.num_layers == tiny.TEXT_LAYERS and chameleon.hidden_size == tiny.TEXT_HIDDEN
+
+
+def test_chameleon_image_tokens_come_from_the_vq_codebook(chameleon, images):
+    """The picture reaches the decoder as VQ codes mapped to the IMGIMG... vocabulary entries."""
+    inputs = chameleon.encode([make_request("Describe.", images[0])])
+    with torch.inference_mode():
+        codes = chameleon.model.model.get_image_tokens(inputs["pixel_values"])[0].tolist()
+    names = chameleon.tokenizer.convert_ids_to_tokens(codes)
+    assert len(codes) == 16 and all(name.startswith("IMGIMG") and name.endswith("Z") for name in names)
+    assert tiny.chameleon_image_token(12) == "IMGIMGBCZ"
+
+
+def test_chameleon_fingerprint_holds_its_prompt_format(registry):
+    from harness.models.chameleon import prompt_format_sha256
+
+    spec = resolve_model(registry, "tiny-random-chameleon")
+    assert spec.fingerprinter.load()(spec, "float32")["prompt_format_sha256"] == prompt_format_sha256()
+    other = resolve_model(registry, "tiny-random-llava")
+    assert "prompt_format_sha256" not in other.fingerprinter.load()(other, "float32")

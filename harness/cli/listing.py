@@ -1,4 +1,6 @@
-"""``harness list models|tasks|defenses|judges``: registered names, one per line (no torch import)."""
+"""``harness list models|tasks|defenses|judges``: registered names, one per line (no torch import).
+
+Models also show the dtype ``--dtype auto`` loads them in (their registered default)."""
 
 from __future__ import annotations
 
@@ -25,5 +27,6 @@ def main(argv: Sequence[str]) -> int:
     width = max((len(entry.name) for entry in registry), default=0)
     for entry in registry:
         aliases = f" (aliases: {', '.join(entry.aliases)})" if entry.aliases else ""
-        print(f"{entry.name:<{width}}  {entry.help}{aliases}".rstrip())
+        dtype = f"{entry.load().default_dtype:<8}  " if args.kind == "models" else ""
+        print(f"{entry.name:<{width}}  {dtype}{entry.help}{aliases}".rstrip())
     return 0

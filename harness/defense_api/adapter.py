@@ -1,9 +1,14 @@
 """One adapter over the Hugging Face VLM classes the harness supports.
 
 Families: LLaVA-OneVision (``LlavaOnevisionForConditionalGeneration``), LLaVA-1.5
-(``LlavaForConditionalGeneration``) and Qwen2-VL (``Qwen2VLForConditionalGeneration``). All three keep the
-text decoder at ``model.model.language_model`` (transformers 5.x), which is what the steering properties
-expose. Decoding is greedy with left padding, so a request's output does not depend on its batch.
+(``LlavaForConditionalGeneration``), Qwen2-VL (``Qwen2VLForConditionalGeneration``) and Chameleon
+(``ChameleonForConditionalGeneration``). The first three keep the text decoder at
+``model.model.language_model`` (transformers 5.x); Chameleon, an early-fusion model whose images are
+tokens of the same decoder, keeps its layers and final norm on ``model.model`` itself.
+:data:`DECODER_PATHS` names where each family's decoder sits, and the steering properties
+(``language_model``, ``decoder_layers``, ``final_norm``, ``lm_head``) resolve through it, so defenses
+never special-case a family. Decoding is greedy with left padding, so a request's output does not depend
+on its batch.
 """
 
 from __future__ import annotations
@@ -22,7 +27,12 @@ if TYPE_CHECKING:
     from harness.models.spec import ModelSpec
 
 # config.model_type -> family name used in ModelSpec
-FAMILY_OF_MODEL_TYPE = {"llava_onevision": "llava-onevision", "llava": "llava", "qwen2_vl": "qwen2-vl"}
+FAMILY_OF_MODEL_TYPE = {"llava_onevision": "llava-onevision", "llava": "llava", "qwen2_vl": "qwen2-vl",
+                        "chameleon": "chameleon"}
+# family -> attribute path from the *ForConditionalGeneration model to its text decoder (the module that
+# holds embed_tokens, layers and norm, and runs once per forward pass)
+DECODER_PATHS = {"llava-onevision": "model.language_model", "llava": "model.language_model",
+                 "qwen2-vl": "model.language_model", "chameleon": "model"}
 
 
 class _FirstTokenClock(LogitsProcessor):
@@ -75,7 +85,10 @@ class VLMAdapter:
     @property
     def language_model(self) -> nn.Module:
         """The text decoder (embeddings, decoder layers, final norm; no LM head)."""
-        return self.model.model.language_model
+        module = self.model
+        for name in DECODER_PATHS[self.family].split("."):
+            module = getattr(module, name)
+        return module
 
     @property
     def decoder_layers(self) -> nn.ModuleList:
@@ -95,7 +108,7 @@ class VLMAdapter:
 
     @property
     def hidden_size(self) -> int:
-        return int(self.model.config.text_config.hidden_size)
+        return int(self.model.config.get_text_config().hidden_size)
 
     # ---------------------------------------------------------------------------------------- encoding
     def prompt_text(self, request: Request) -> str:

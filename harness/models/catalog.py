@@ -77,6 +77,20 @@ def model_specs() -> list[tuple[ModelSpec, tuple[str, ...]]]:
             ("qwen2-vl", "qwen2-vl-2b-instruct"),
         ),
         (
+            # gated on the Hub: accept Meta's licence there first
+            _hub("chameleon-7b", "chameleon", "facebook/chameleon-7b", "bfloat16",
+                 "Chameleon 7B (early fusion: VQ image tokens in one decoder), AutoSteer's prompt format"),
+            ("chameleon",),
+        ),
+        (
+            # GAIR/Anole-7b-v0.1 itself ships Meta's consolidated.pth format, not transformers': this is a
+            # community conversion of it (not GAIR's), the checkpoint the transformers Anole examples load
+            _hub("anole-7b", "chameleon", "leloy/Anole-7b-v0.1-hf", "bfloat16",
+                 "Anole 7B (Chameleon fine-tuned for image generation; text generation here), community "
+                 "transformers conversion of GAIR/Anole-7b-v0.1"),
+            ("anole", "anole-7b-v0.1"),
+        ),
+        (
             _tiny("tiny-random-llava-ov", "llava-onevision",
                   "Random-init tiny LLaVA-OneVision built in-process (tests; output is noise)"),
             ("tiny-llava-ov",),
@@ -89,6 +103,11 @@ def model_specs() -> list[tuple[ModelSpec, tuple[str, ...]]]:
             _tiny("tiny-random-qwen2-vl", "qwen2-vl",
                   "Random-init tiny Qwen2-VL built in-process (tests; output is noise)"),
             ("tiny-qwen2-vl",),
+        ),
+        (
+            _tiny("tiny-random-chameleon", "chameleon",
+                  "Random-init tiny Chameleon built in-process (tests; output is noise)"),
+            ("tiny-chameleon",),
         ),
         (
             ModelSpec(

@@ -27,6 +27,7 @@ from harness.core.hub import (  # noqa: F401 - re-exported: loaders and tests na
     memoised_sha256,
     resolve_device,
 )
+from harness.models.chameleon import apply_prompt_format, prompt_format_sha256
 from harness.models.spec import AUTO_FAMILY, MODEL_TYPE_FAMILIES, ModelSpec, resolve_dtype
 from harness.core.paths import cache_dir
 
@@ -44,6 +45,7 @@ def model_class(family: str) -> type:
         "llava-onevision": transformers.LlavaOnevisionForConditionalGeneration,
         "llava": transformers.LlavaForConditionalGeneration,
         "qwen2-vl": transformers.Qwen2VLForConditionalGeneration,
+        "chameleon": transformers.ChameleonForConditionalGeneration,
     }
     if family not in classes:
         raise ValueError(f"unsupported model family {family!r}; supported: {', '.join(classes)}")
@@ -92,6 +94,8 @@ def load_pretrained(
         device_map=device_name,
         trust_remote_code=False,
     )
+    if family == "chameleon":
+        apply_prompt_format(model, processor)
     if on_hub:
         commit = hub_commit(location, revision)
         if not COMMIT.fullmatch(commit):  # the cache key then holds a branch name, not a commit
@@ -106,5 +110,31 @@ def fingerprint_pretrained(spec: ModelSpec, dtype: str = "auto") -> dict[str, An
     dtype_name = resolve_dtype(spec, dtype)
     path = Path(spec.source).expanduser()
     if path.is_dir():
-        return {"source": "local", "sha256": folder_sha256(path), "dtype": dtype_name}
-    return {"source": spec.source, "revision": hub_commit(spec.source, spec.revision), "dtype": dtype_name}
+        fingerprint = {"source": "local", "sha256": folder_sha256(path), "dtype": dtype_name}
+    else:
+        fingerprint = {"source": spec.source, "revision": hub_commit(spec.source, spec.revision), "dtype": dtype_name}
+    return {**fingerprint, **prompt_format_fingerprint(known_family(spec))}
+
+
+def prompt_format_fingerprint(family: str | None) -> dict[str, str]:
+    """The harness's own prompt format of a family whose checkpoints' chat templates it replaces (Chameleon):
+    it shapes the output, so it enters the cache key. Other families add nothing (their keys stay as they were)."""
+    return {"prompt_format_sha256": prompt_format_sha256()} if family == "chameleon" else {}
+
+
+def known_family(spec: ModelSpec) -> str | None:
+    """The spec's family; for an ad-hoc model, the family its config.json names when that file is on disk
+    (a local folder or the Hub cache), else None. Reads no weights and never downloads."""
+    if spec.family != AUTO_FAMILY:
+        return spec.family
+    path = Path(spec.source).expanduser()
+    if path.is_dir():
+        config = path / "config.json"
+    else:
+        commit = hub_commit(spec.source, spec.revision)
+        config = hub_cache() / f"models--{spec.source.replace('/', '--')}" / "snapshots" / commit / "config.json"
+    try:
+        model_type = json.loads(config.read_text(encoding="utf-8")).get("model_type")
+    except (OSError, ValueError):
+        return None
+    return MODEL_TYPE_FAMILIES.get(model_type)

@@ -12,15 +12,16 @@ from harness.core.registry import LazyRef
 if TYPE_CHECKING:
     from harness.defense_api.adapter import VLMAdapter
 
-FAMILIES = ("llava-onevision", "llava", "qwen2-vl")
+FAMILIES = ("llava-onevision", "llava", "qwen2-vl", "chameleon")
 # Family of an ad-hoc model: read from its config.json ``model_type`` when it is loaded.
 AUTO_FAMILY = "auto"
 # config.json ``model_type`` -> family
-MODEL_TYPE_FAMILIES = {"llava_onevision": "llava-onevision", "llava": "llava", "qwen2_vl": "qwen2-vl"}
+MODEL_TYPE_FAMILIES = {"llava_onevision": "llava-onevision", "llava": "llava", "qwen2_vl": "qwen2-vl",
+                       "chameleon": "chameleon"}
 DTYPES = ("float32", "bfloat16", "float16")
 # Command-line help for --dtype / --device (harness eval and harness calibrate).
 DTYPE_HELP = ("auto (default): the model's registered dtype: float32 for smol-llava, the tiny fixtures, "
-              "llava-ov (0.5B) and unregistered ids; bfloat16 for the 2B/7B hub models")
+              "llava-ov (0.5B) and unregistered ids; bfloat16 for the 2B/7B hub models (Chameleon included)")
 DEVICE_HELP = "auto (default: the first GPU if there is one, else the CPU), cpu, cuda, cuda:1"
 
 
@@ -36,7 +37,7 @@ class ModelSpec:
     """
 
     name: str
-    family: str  # "llava-onevision" | "llava" | "qwen2-vl" | "auto" (ad-hoc: read config.json)
+    family: str  # one of FAMILIES, or "auto" (ad-hoc: read config.json)
     source: str  # Hugging Face id or local directory
     builder: LazyRef[Callable[..., "VLMAdapter"]]
     fingerprinter: LazyRef[Callable[..., dict[str, Any]]]

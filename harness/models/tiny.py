@@ -253,10 +253,61 @@ def construct_qwen2_vl() -> tuple[Any, Any]:
     return model, processor
 
 
+CHAMELEON_CODES = 16  # VQ codebook size: one image-token in the vocabulary per code
+
+
+def chameleon_image_token(code: int) -> str:
+    """Chameleon's BPE name of VQ code ``code``: "IMGIMG" + its digits written as letters A-J + "Z"
+    (what ``ChameleonImageVocabularyMapping`` decodes)."""
+    return "IMGIMG" + "".join(chr(ord("A") + int(digit)) for digit in str(code)) + "Z"
+
+
+def construct_chameleon() -> tuple[Any, Any]:
+    """Chameleon: a VQ-VAE (16 px, two 2x downsamplings: 4x4 = 16 codes per image) whose codes are
+    tokens of the same decoder; Llama-style tokenizer that adds <s>; AutoSteer's prompt format."""
+    import transformers as tf
+    from tokenizers import processors
+
+    from harness.models.chameleon import CHAT_TEMPLATE, apply_prompt_format
+
+    image_tokens = [chameleon_image_token(code) for code in range(CHAMELEON_CODES)]
+    tokenizer = train_tokenizer(
+        ["<unk>", "<s>", "</s>", "<pad>", "<image>", "<racm3:break>", "<eoss>", "<reserved08706>", *image_tokens],
+        CHAT_TEMPLATE,
+        unk_token="<unk>",
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="<pad>",
+        sep_token="<reserved08706>",
+        extra_special_tokens={"image_token": "<image>", "boi_token": "<racm3:break>", "eoi_token": "<eoss>"},
+    )
+    # as Chameleon's Llama tokenizer (add_bos_token): <s> before every encoded text
+    tokenizer.backend_tokenizer.post_processor = processors.TemplateProcessing(
+        single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", tokenizer.bos_token_id)]
+    )
+    tile = 16
+    vq_config = tf.ChameleonVQVAEConfig(
+        embed_dim=8, num_embeddings=CHAMELEON_CODES, latent_channels=8, resolution=tile, base_channels=32,
+        channel_multiplier=[1, 1, 1], num_res_blocks=1,
+    )
+    config = tf.ChameleonConfig(vq_config=vq_config.to_dict(), vocabulary_map=tokenizer.get_vocab(),
+                                **_text_sizes(tokenizer))
+    model = tf.ChameleonForConditionalGeneration(config)
+    processor = tf.ChameleonProcessor(
+        image_processor=tf.ChameleonImageProcessor(size={"shortest_edge": tile}, crop_size={"height": tile, "width": tile}),
+        tokenizer=tokenizer,
+        image_seq_length=(tile // 4) ** 2,
+    )
+    _finish(model, tokenizer, ["<image>", "<eoss>", "<reserved08706>"])
+    apply_prompt_format(model, processor)  # as every load does: saved with the format it is used with
+    return model, processor
+
+
 CONSTRUCTORS: dict[str, Callable[[], tuple[Any, Any]]] = {
     "tiny-random-llava-ov": construct_llava_onevision,
     "tiny-random-llava": construct_llava,
     "tiny-random-qwen2-vl": construct_qwen2_vl,
+    "tiny-random-chameleon": construct_chameleon,
 }
 
 
@@ -311,4 +362,7 @@ def build_tiny(spec: ModelSpec, dtype: str = "auto", device: str = "auto") -> "V
 
 
 def fingerprint_tiny(spec: ModelSpec, dtype: str = "auto") -> dict[str, Any]:
-    return {"builder": _fixture_name(spec), "version": TINY_VERSION, "seed": SEED, "dtype": resolve_dtype(spec, dtype)}
+    from harness.models.hf import prompt_format_fingerprint
+
+    return {"builder": _fixture_name(spec), "version": TINY_VERSION, "seed": SEED, "dtype": resolve_dtype(spec, dtype),
+            **prompt_format_fingerprint(spec.family)}
