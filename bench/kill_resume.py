@@ -5,9 +5,10 @@
         [--model tiny-random-llava-ov] [--tasks figstep-tiny,xstest,easyvqa] [--limit 30] [--max-new-tokens 12]
 
 Each attempt launches ``torchrun --nproc-per-node N -m harness eval ...`` into one results folder,
-waits until the attempt has committed its first new generation (so start-up is over), then a random
-0-3 s more, and kills: alternately one random rank (SIGKILL; the launcher must then stop the others
-and fail with a message) and the whole launch (SIGKILL to its process group). After each kill the
+waits until the attempt has committed a random number of new generations (between 1 and the work
+left divided by the kills left plus one, so every kill lands mid-generation), then a random 0-0.5 s
+more, and kills: alternately one random rank (SIGKILL; the launcher must then stop the others
+and fail with a message) and the whole launch (SIGKILL to every rank and to the launcher). After each kill the
 cache's rows are read (``{key: created_at}``, with ``--cache-per-rank`` the rank files too):
 
 - lost: a row present after an earlier kill that is gone now;
@@ -25,6 +26,7 @@ import argparse
 import json
 import os
 import random
+import re
 import signal
 import sqlite3
 import subprocess
@@ -44,8 +46,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--cache-per-rank", action="store_true")
     parser.add_argument("--model", default="tiny-random-llava-ov")
     parser.add_argument("--tasks", default="figstep-tiny,xstest,easyvqa")
-    parser.add_argument("--limit", type=int, default=30)
-    parser.add_argument("--max-new-tokens", type=int, default=12)
+    parser.add_argument("--limit", type=int, default=60)
+    parser.add_argument("--max-new-tokens", type=int, default=24)
     parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--keep", type=Path, default=None, help="results folder to keep (default: temporary)")
     return parser.parse_args(argv)
@@ -93,21 +95,26 @@ def main(argv: list[str] | None = None) -> int:
     print(f"folder: {folder}\ncommand: {' '.join(command[1:])}\n")
     print("| attempt | killed | rows before | rows after | lost | duplicated | launcher exit | exit after kill s | message |")
     print("|---:|---|---:|---:|---:|---:|---:|---:|---|")
+    expected = args.limit * len(args.tasks.split(","))  # an upper bound on the unique keys (a task may repeat inputs)
     seen: dict[str, str] = {}
     lost = duplicated = 0
     for attempt in range(1, args.kills + 1):
         before = cache_rows(results)
         launcher = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                     text=True, start_new_session=True)
-        while launcher.poll() is None and len(cache_rows(results)) <= len(before):
-            time.sleep(0.2)
-        time.sleep(rng.uniform(0, 3))
+        left = max(1, expected - len(before))
+        target = len(before) + rng.randint(1, max(1, left // (args.kills - attempt + 2)))
+        while launcher.poll() is None and len(cache_rows(results)) < target:
+            time.sleep(0.1)
+        time.sleep(rng.uniform(0, 0.5))
         whole = attempt % 2 == 0
         ranks = rank_processes(launcher)
         if launcher.poll() is not None:
             what = "nothing (the run had finished)"
         elif whole or not ranks:
-            what = "all"
+            what = "all (every rank, then the launcher)"
+            for pid in ranks:  # the launcher starts its workers in process groups of their own
+                os.kill(pid, signal.SIGKILL)
             os.killpg(launcher.pid, signal.SIGKILL)
         else:
             victim = rng.randrange(len(ranks))
@@ -121,7 +128,9 @@ def main(argv: list[str] | None = None) -> int:
             _, stderr = launcher.communicate()
             stderr += "\nHUNG: the launcher had not exited 300 s after the kill"
         exit_s = time.perf_counter() - killed_at
-        message = next((line.strip() for line in stderr.splitlines() if "exitcode" in line or "error:" in line or "HUNG" in line), "")
+        failed = re.search(r"failed \(exitcode: (-?\d+)\) local_rank: (\d+)", stderr)
+        message = (f"launcher: local rank {failed.group(2)} failed, exit code {failed.group(1)}; others stopped" if failed
+                   else next((line.strip() for line in stderr.splitlines() if "error:" in line or "HUNG" in line), ""))
         after = cache_rows(results)
         gone = [key for key in seen if key not in after]
         again = [key for key in seen if key in after and after[key] != seen[key]]
