@@ -17,7 +17,7 @@ cache's rows are read (``{key: created_at}``, with ``--cache-per-rank`` the rank
 
 Last, the same command runs to the end; its run must hold every planned sample exactly once. For a kill
 of one rank, the launcher's exit code, how long it took to exit after the kill, and the error line it
-printed are shown.
+printed are shown. Each attempt's log is kept in the folder as ``attempt-N.stderr``.
 """
 
 from __future__ import annotations
@@ -60,10 +60,12 @@ def cache_rows(results: Path) -> dict[str, str]:
     for path in files:
         if not path.is_file():
             continue
-        db = sqlite3.connect(path, timeout=60)
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=60)
         try:
             for key, created_at in db.execute("SELECT key, created_at FROM generations"):
                 rows.setdefault(key, created_at)
+        except sqlite3.OperationalError:  # a rank is creating the file right now: read it next time
+            pass
         finally:
             db.close()
     return rows
@@ -128,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
             _, stderr = launcher.communicate()
             stderr += "\nHUNG: the launcher had not exited 300 s after the kill"
         exit_s = time.perf_counter() - killed_at
+        (folder / f"attempt-{attempt}.stderr").write_text(stderr)  # the launcher's and every rank's log
         failed = re.search(r"failed \(exitcode: (-?\d+)\) local_rank: (\d+)", stderr)
         message = (f"launcher: local rank {failed.group(2)} failed, exit code {failed.group(1)}; others stopped" if failed
                    else next((line.strip() for line in stderr.splitlines() if "error:" in line or "HUNG" in line), ""))
