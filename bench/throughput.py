@@ -2,7 +2,7 @@
 processes (issue 29). Hand-run; nothing here is a test.
 
     .venv/bin/python bench/throughput.py [--model smol-llava] [--device cpu] [--limit 16] [--max-new-tokens 32]
-        [--batch-sizes 1,4,8,16] [--rounds 2] [--processes 1,2] [--skip batch,overhead,scaling]
+        [--tasks figstep-tiny,xstest,easyvqa] [--batch-sizes 1,4,8,16] [--rounds 2] [--processes 1,2] [--skip batch,overhead,scaling]
 
 Samples: the first ``--limit`` of each offline task (figstep-tiny, xstest, easyvqa) in their seeded
 order, greedy, ``--max-new-tokens`` tokens at most. Three measurements:
@@ -41,6 +41,7 @@ TASKS = ["figstep-tiny", "xstest", "easyvqa"]
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smol-llava")
+    parser.add_argument("--tasks", default=",".join(TASKS), help="batches never mix tasks: give each task >= the largest batch")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--limit", type=int, default=16, help="samples per task")
@@ -60,7 +61,7 @@ def load_average() -> str:
 def planned_requests(args: argparse.Namespace, batch_size: int, results: Path):
     from harness.pipeline.evaluate import EvalConfig, prepare_eval
 
-    config = EvalConfig(model=args.model, tasks=TASKS, limit=args.limit, max_new_tokens=args.max_new_tokens,
+    config = EvalConfig(model=args.model, tasks=args.tasks.split(","), limit=args.limit, max_new_tokens=args.max_new_tokens,
                         batch_size=batch_size, dtype=args.dtype, device=args.device, progress=False,
                         write_report=False, results_dir=results)
     return prepare_eval(config, with_judges=False)
@@ -165,7 +166,7 @@ def measure_scaling(args: argparse.Namespace, work: Path) -> None:
         results = work / f"procs{count}"
         launch = [sys.executable, "-m", "harness"] if count == 1 else \
             [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(count), "-m", "harness"]
-        command = [*launch, "eval", "--model", args.model, "--tasks", ",".join(TASKS), "--limit", str(args.limit),
+        command = [*launch, "eval", "--model", args.model, "--tasks", args.tasks, "--limit", str(args.limit),
                    "--max-new-tokens", str(args.max_new_tokens), "--batch-size", str(args.overhead_batch_size),
                    "--device", args.device, "--dtype", args.dtype, "--no-progress", "--results-dir", str(results),
                    "--reports-dir", str(work / f"reports{count}")]
