@@ -10,6 +10,10 @@ DEFENSE ?= none
 TASKS ?= figstep-tiny,xstest,easyvqa
 LIMIT ?= default
 EVAL_ARGS ?=
+# NPROC > 1: one evaluation over NPROC processes (one GPU each, or CPU processes with gloo) with
+# accelerate's launcher; PORT is the rendezvous port (change it to run two launches on one machine).
+NPROC ?= 1
+PORT ?= 29500
 
 BASE ?= results-base
 NEW ?= results
@@ -65,8 +69,16 @@ test: venv
 test-gpu: venv
 	$(PY) -m pytest -q -m gpu -rs
 
+ifeq ($(NPROC),1)
+HARNESS := $(PY) -m harness
+else
+# --multi_gpu selects accelerate's torchrun launcher; on a machine without GPUs the ranks use gloo on CPUs.
+HARNESS := $(VENV)/bin/accelerate launch --multi_gpu --num_processes $(NPROC) --num_machines 1 --main_process_port $(PORT) \
+	--mixed_precision no --dynamo_backend no -m harness
+endif
+
 eval: venv
-	$(PY) -m harness eval --model $(MODEL) --defense $(DEFENSE) --tasks $(TASKS) --limit $(LIMIT) $(EVAL_ARGS)
+	$(HARNESS) eval --model $(MODEL) --defense $(DEFENSE) --tasks $(TASKS) --limit $(LIMIT) $(EVAL_ARGS)
 
 report: venv
 	$(PY) -m harness report

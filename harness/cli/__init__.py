@@ -1,4 +1,4 @@
-"""Command line: ``harness list|eval|judge|report|export|compare|calibrate|build``.
+"""Command line: ``harness list|eval|judge|report|export|compare|calibrate|build|cache``.
 
 A thin shell: one module per command (``build_parser()`` and ``main(argv) -> exit code``), shared
 option parsing in :mod:`harness.cli.options`, and one mapping from errors to exit codes in
@@ -26,6 +26,7 @@ COMMANDS = {
     "compare": ("harness.cli.compare", "regression gate: compare two result sets, exit 1 on a significant regression"),
     "calibrate": ("harness.cli.calibrate", "fit a defense's artifacts (directions, probers, prototypes) for a model"),
     "build": ("harness.cli.build", "build an offline model (smol-llava) into the local cache"),
+    "cache": ("harness.cli.cache", "generation cache upkeep: merge per-rank cache files into the cache"),
 }
 
 

@@ -55,6 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--lm-eval-output", type=Path, default=None, metavar="DIR",
                         help="also write the run in lm-eval's layout under DIR/<model>/ (as `harness export --format lm-eval`)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    multi = parser.add_argument_group("several processes (accelerate launch / torchrun; ignored by one process)")
+    multi.add_argument("--cache-per-rank", action="store_true",
+                       help="each rank writes its own cache file under results/cache/shards/ (nodes without a shared "
+                            "filesystem); rank 0 merges the files it can reach")
+    multi.add_argument("--dist-timeout", type=positive_int, default=None, metavar="SECONDS",
+                       help="how long a rank waits for the others at a collective step (default: $HARNESS_DIST_TIMEOUT_S or 1800)")
     return parser
 
 
@@ -113,20 +119,27 @@ def _named(choices: list[Any], name: str, registry: Any, flag: str) -> Any:
 
 def main(argv: Sequence[str]) -> int:
     from harness.core.metrics import UNDECIDED
-    from harness.pipeline.evaluate import run_config
+    from harness.pipeline.evaluate import ParallelOptions, run_config
 
     args = build_parser().parse_args(list(argv))
     if args.lm_eval_output is not None and args.lm_eval_output.exists() and not args.lm_eval_output.is_dir():
         raise CommandError(f"--lm-eval-output {args.lm_eval_output} exists and is not a folder")  # before the run, not after
     config = resolve_config(args)
+    parallel = ParallelOptions(cache_per_rank=args.cache_per_rank)
+    if args.dist_timeout is not None:
+        parallel.timeout_s = float(args.dist_timeout)
     try:
-        runs = run_config(config, results_dir=args.results_dir, reports_dir=args.reports_dir, progress=not args.no_progress)
+        runs = run_config(config, results_dir=args.results_dir, reports_dir=args.reports_dir, progress=not args.no_progress,
+                          parallel=parallel)
     except OSError as exc:  # a Hub id that does not exist, no network, unreadable weights
         raise OSError(f"could not load model {config.model!r}: {exc}") from exc
     failed = False
     for result in runs:
         info = result.info
         print(f"\nrun {info.run_id} ({info.defense}): {info.counts}  model loaded: {'yes' if info.model_loaded else 'no (all cached)'}")
+        if info.parallel:
+            shares = ", ".join(f"rank {shard['rank']}: {shard['requests']}" for shard in info.parallel["shards"])
+            print(f"  generated over {info.parallel['world_size']} processes ({shares})")
         for row in result.metrics:
             if row.subset in SHOWN_SUBSETS and row.metric != UNDECIDED.name:
                 print(f"  {row.task:<18} {row.metric:<22} {format_value(row)}")

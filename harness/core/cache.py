@@ -10,6 +10,11 @@ answered entirely from here without loading the model.
 Only successful greedy generations are stored: a failure is recorded in the run's outputs and retried
 by the next run. Each batch is committed as soon as it is generated, so a crash or kill loses no
 finished generation.
+
+Several processes on one node share the file (SQLite's locking; WAL lets readers run beside the
+writer). Where ranks cannot share a file (nodes without a shared filesystem), each writes its own and
+:meth:`GenerationCache.merge_from` folds them together: a key already present is kept, so merging is
+idempotent and never duplicates a row.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
@@ -75,6 +81,16 @@ def select_records(db: sqlite3.Connection, table: str, keys: Iterable[str]) -> I
         yield from db.execute(f"SELECT key, record FROM {table} WHERE key IN ({marks})", chunk)
 
 
+@dataclass
+class MergeCounts:
+    """What :meth:`GenerationCache.merge_from` did with one source file's rows."""
+
+    rows: int = 0  # rows in the source
+    added: int = 0  # keys the cache did not hold
+    present: int = 0  # keys it held already (kept as they were)
+    differing: int = 0  # of those, how many hold another answer text (kept: the cache's row wins)
+
+
 class GenerationCache:
     """A crash-safe key -> Generation store. Safe for several processes (SQLite locking + WAL)."""
 
@@ -103,6 +119,30 @@ class GenerationCache:
 
     def __len__(self) -> int:
         return self._db.execute("SELECT COUNT(*) FROM generations").fetchone()[0]
+
+    def merge_from(self, source: Path) -> MergeCounts:
+        """Add ``source``'s rows whose keys this cache lacks, in one transaction (all or nothing)."""
+        source = Path(source)
+        if not source.is_file():
+            raise FileNotFoundError(f"no cache file at {source}")
+        if source.resolve() == self.path.resolve():
+            raise ValueError(f"cannot merge {source} into itself")
+        other = sqlite3.connect(source, timeout=60)
+        try:
+            rows = other.execute("SELECT key, record, created_at FROM generations").fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise ValueError(f"{source} is not a generation cache: {exc}") from exc
+        finally:
+            other.close()
+        counts = MergeCounts(rows=len(rows))
+        held = {key: record for key, record in select_records(self._db, "generations", (row[0] for row in rows))}
+        fresh = [row for row in rows if row[0] not in held]
+        counts.added, counts.present = len(fresh), len(rows) - len(fresh)
+        counts.differing = sum(1 for key, record, _ in rows
+                               if key in held and json.loads(held[key]).get("text") != json.loads(record).get("text"))
+        with self._db:
+            self._db.executemany("INSERT OR IGNORE INTO generations (key, record, created_at) VALUES (?, ?, ?)", fresh)
+        return counts
 
     def close(self) -> None:
         self._db.close()
