@@ -179,8 +179,9 @@ def render_messages(adapter: "VLMAdapter", request: "Request", *, add_generation
     """The chat template applied to a request, with choices the adapter's ``prompt_text`` does not offer:
     no generation prompt, the image placed after the text, or a finished assistant turn."""
     messages: list[dict[str, Any]] = []
-    if request.system:
-        messages.append({"role": "system", "content": [{"type": "text", "text": request.system}]})
+    system = request.system or adapter.default_system
+    if system:
+        messages.append({"role": "system", "content": [{"type": "text", "text": system}]})
     text = [{"type": "text", "text": request.prompt}]
     image = [{"type": "image"}] if request.image else []
     messages.append({"role": "user", "content": text + image if image_after_text else image + text})
