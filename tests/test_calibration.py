@@ -80,7 +80,7 @@ def calibrated(tmp_path_factory):
     folder = tmp_path_factory.mktemp("calibration")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("HARNESS_CALIBRATION_DIR", str(folder))
-        patch.setattr(autosteer, "PROBER_EPOCHS", 3)
+        patch.setattr(autosteer, "PROBER_STEPS", 3)
         patch.setattr(autosteer, "HEAD_EPOCHS", 1)
         for model in TINY_MODELS:
             for defense in STEERING_DEFENSES:

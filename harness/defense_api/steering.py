@@ -190,6 +190,32 @@ def render_messages(adapter: "VLMAdapter", request: "Request", *, add_generation
     return adapter.processor.apply_chat_template(messages, add_generation_prompt=add_generation_prompt, tokenize=False)
 
 
+def resized_requests(requests: Sequence["Request"], size: int) -> list["Request"]:
+    """The requests with each image replaced by a ``size`` x ``size`` copy (converted to RGB, then PIL's
+    default bicubic ``resize``), written once as a content-named PNG under ``cache_dir()/resized/<size>``.
+    ``size`` 0 leaves the requests as they are. Requests without an image are unchanged."""
+    if not size:
+        return list(requests)
+    import dataclasses
+
+    from PIL import Image
+
+    from harness.core.images import load_rgb, materialize
+    from harness.core.paths import cache_dir
+
+    folder = cache_dir() / "resized" / str(int(size))
+    done: dict[str, str] = {}
+    out = []
+    for request in requests:
+        if request.image:
+            if request.image not in done:
+                image = load_rgb(request.image).resize((int(size), int(size)), Image.Resampling.BICUBIC)
+                done[request.image] = str(materialize(image, folder))
+            request = dataclasses.replace(request, image=done[request.image])
+        out.append(request)
+    return out
+
+
 def encode_texts(adapter: "VLMAdapter", texts: Sequence[str], images: Sequence[str | None]) -> dict[str, torch.Tensor]:
     """Model inputs for already-rendered prompt texts: the adapter's own encoding path."""
     return adapter.encode_texts(list(texts), list(images))
