@@ -110,7 +110,12 @@ def test_calibrate_writes_safetensors_and_a_manifest(calibrated, monkeypatch):
             for d in STEERING_DEFENSES}
     assert fits["autosteer"]["layer"] in fits["autosteer"]["candidate_layers"]
     assert set(fits["autosteer"]["sas"]) == {str(layer) for layer in fits["autosteer"]["candidate_layers"]}
-    assert fits["ras"]["k"] == pytest.approx(4.59511985 / (1 - fits["ras"]["x0"]))
+    # x0 is the mean S over the 2 x LIMIT calibration queries, all run with an image (the caption stage on)
+    ras = fits["ras"]
+    assert len(ras["similarities"]) == 2 * LIMIT and ras["x0_inputs"]["images"] == 2 * LIMIT
+    assert ras["x0"] == pytest.approx(sum(ras["similarities"]) / (2 * LIMIT))
+    assert ras["x0_text"] == pytest.approx(sum(ras["similarities_text"]) / (2 * LIMIT))
+    assert ras["similarities"] != ras["similarities_text"]
     assert 0 <= fits["refusal-direction"]["layer"] < 3 and fits["cast"]["behavior_layers"] == [1, 2]
 
 
