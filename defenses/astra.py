@@ -9,9 +9,16 @@ on HF hidden_states[L]), at the last position of every forward pass (the prompt'
 prefill, the new token afterwards):
     cos = cos(h - h_ref, v);  c = clamp(cos, 0, 1) * ||h|| * alpha;  h <- h - c * v / ||v||
 with v the steering vector and h_ref the benign reference activation. Layer: L = half the depth (the
-code: 20 of 40 blocks for LLaVA-1.5-13B, 14 of 28 for Qwen2-VL-7B). alpha from the README: 10 (LLaVA-1.5
-toxicity), 7 (Qwen2-VL), 5 (MiniGPT-4); default 7 here. The code computes the norms over the whole batch
-(batch 1); here per row. The code samples (temperature 0.2, top-p 0.9); the harness decodes greedily.
+code: 20 of 40 blocks for LLaVA-1.5-13B, 14 of 28 for Qwen2-VL-7B).
+
+alpha is per model, as in the code (its README's commands): 10 for LLaVA-v1.5 (the toxicity setup,
+``steering_llava_toxic.py --alpha 10``), 7 for Qwen2-VL (toxicity and jailbreak), 5 for MiniGPT-4
+(toxicity; 7 with the jailbreak vector in its utility runs). Calibration stores the value for the model
+it fits (``fit.alpha`` and ``fit.alpha_source``): 10 for llava-1.5 checkpoints, 7 for Qwen2-VL. Models
+the paper does not cover (LLaVA-OneVision, smol-llava, the tiny fixtures) get 7, Qwen2-VL's value: a
+choice, not an official one. The LLaVA-v1.5 *jailbreak* alpha is not in the README (the script's
+argparse default, 80, is not what the paper reports) and could not be verified, so llava-1.5 uses the
+toxicity value. ``--defense-arg alpha=X`` overrides the stored value.
 
 Calibration. The reference h_ref follows the code: benign prompts, the model's own answer, then the mean
 of hidden_states[L] over the answer tokens, averaged over prompts (the code uses benign images with "What
@@ -23,6 +30,16 @@ that makes the model comply. Without a trained vision tower or a GPU for PGD we 
 "compliance-inducing" shift in text: v = mean over harmful calibration prompts of
 h_L(prompt + "Sure, here is") - h_L(prompt + "I'm sorry, but I") at the last token. This is a documented
 substitute, not the paper's vector; ``fit.vector_source`` says so in the manifest.
+
+Deviations from the official code:
+- The steering vector: the text substitute above, not PGD image attribution.
+- The reference: our harmless instructions, text only, 32-token answers, instead of benign images with
+  "What is the image about?".
+- Norms per batch row; the code takes them over the whole batch (it runs batch 1).
+- Greedy decoding instead of sampling (temperature 0.2, top-p 0.9).
+- Prompt: the model's chat template. The code writes LLaVA-1.5's prompt by hand, 'USER: <image>\n' +
+  query + '\nASSISTANT:', without the llava_v1 system line the harness adds for llava-1.5 models.
+- alpha for models the paper does not cover (above).
 """
 
 from __future__ import annotations
@@ -38,11 +55,25 @@ if TYPE_CHECKING:
     from harness.defense_api.adapter import VLMAdapter
     from harness.core.records import ModelOutput, Request
 
-ALPHA = 7.0
+ALPHA = 7.0  # Qwen2-VL's value in the code's README; also used for models the paper does not cover
+# (pattern on the model's Hub source or name, alpha, where the value comes from), first match wins
+OFFICIAL_ALPHAS = (
+    ("llava-1.5", 10.0, "README: LLaVA-v1.5, steering_llava_toxic.py --alpha 10"),
+    ("qwen2-vl", 7.0, "README: Qwen2-VL, steering_qwen_{toxic,jb}.py --alpha 7"),
+)
 COMPLY_PREFILL = "Sure, here is"
 REFUSE_PREFILL = "I'm sorry, but I"
 REFERENCE_MAX_NEW_TOKENS = 32
 BATCH_SIZE = 16
+
+
+def alpha_for(adapter: "VLMAdapter") -> tuple[float, str]:
+    """(alpha, its source) for the adapter's model: the code's per-model value, else Qwen2-VL's 7."""
+    names = f"{adapter.spec.name} {adapter.spec.source} {adapter.family}".lower()
+    for pattern, alpha, source in OFFICIAL_ALPHAS:
+        if pattern in names:
+            return alpha, source
+    return ALPHA, "no official value for this model: Qwen2-VL's 7 (README), a choice"
 
 
 def steer_layer(num_layers: int) -> int:
@@ -65,15 +96,15 @@ class Astra(CalibratedDefense):
         "ASTRA: project a jailbreak direction out of one layer, benign-calibrated "
         "(Wang et al., CVPR 2025); needs calibration"
     )
-    default_params = {"alpha": ALPHA}
-    calibration_version = 1
+    default_params = {"alpha": None}  # None: the per-model value stored by calibration (fit.alpha)
+    calibration_version = 2  # 2: the per-model alpha is part of the fit
 
     def generate(self, adapter: "VLMAdapter", requests: list["Request"]) -> list["ModelOutput"]:
         fit = self.require_artifact().fit
         layer = int(fit["layer"])
         vector = self.tensor("steering_vector", device=adapter.device)
         reference = self.tensor("reference", device=adapter.device)
-        alpha = float(self.params["alpha"])
+        alpha = float(self.params["alpha"] if self.params["alpha"] is not None else fit["alpha"])
         shifts: list[torch.Tensor] = []
 
         def steer(hidden: torch.Tensor) -> torch.Tensor:
@@ -86,7 +117,7 @@ class Astra(CalibratedDefense):
             outputs = adapter.generate(requests)
         prefill_shift = shifts[0] if shifts else torch.zeros(len(outputs))
         for row, output in enumerate(outputs):
-            output.meta.update({"steer_layer": layer, "prefill_shift_norm": float(prefill_shift[row])})
+            output.meta.update({"steer_layer": layer, "alpha": alpha, "prefill_shift_norm": float(prefill_shift[row])})
         return outputs
 
     @classmethod
@@ -117,7 +148,8 @@ class Astra(CalibratedDefense):
         fit = {
             "layer": layer,
             "hook": f"output of decoder block {layer - 1} (hidden_states[{layer}]), last position, every step",
-            "alpha_default": ALPHA,
+            "alpha": alpha_for(adapter)[0],
+            "alpha_source": alpha_for(adapter)[1],
             "vector_source": f"text substitute: mean h_L(harmful + {COMPLY_PREFILL!r}) - h_L(harmful + "
                              f"{REFUSE_PREFILL!r}) at the last token (the paper's PGD image attribution is not "
                              "reproducible offline)",

@@ -3,7 +3,9 @@
 Paper: Ding, Li, Zhang, "ETA: Evaluating Then Aligning Safety of Vision Language Models at Inference
 Time", ICLR 2025, arXiv:2410.06625. Code: DripNowhy/ETA (no LICENSE file); we follow
 ``generate/eta_generation.py`` (``ETA.generate``, ``ETA.eta_generation``), ``generate/base_class.py`` and
-the defaults of ``eta_safetybench.py`` / ``eta_quick_use.py``.
+the defaults of ``eta_safetybench.py`` / ``eta_quick_use.py``. The LLaVA runs use the ``llava_v1``
+conversation template (``ETA.data_prepare(..., conv_mode='llava_v1')``), whose system line the harness
+adds for the llava-1.5 models (:data:`harness.models.catalog.LLAVA_V1_SYSTEM`).
 
 1. Vanilla answer (greedy, with the image).
 2. Post-evaluation: a reward model scores [user: ``RM_PROMPT_POST_EVAL``, assistant: answer]; the answer
@@ -38,7 +40,7 @@ without the checkpoints; their threshold is 0.5, not 0.06/0.16. ``post_threshold
 left at None take the chosen scorer's calibrated default; the fingerprint records the scorers (with
 checkpoint commits) and the thresholds used.
 
-Where we differ from the official code, and why:
+Deviations from the official code, and why:
 - Text-only requests: the official ``is_safe_pre_eval`` raises without an image. We skip the image
   gate (treat it as unsafe), so text-only answers are aligned when the post-evaluation flags them, using
   the code's text-only alignment branch (reward only).

@@ -4,7 +4,9 @@ Paper: Park, Seo, Yeo, Choi, "Attention Misses Visual Risk: Risk-Adaptive Steeri
 Safety Alignment" (MoRAS, ECCV 2026; v1/v2 "Risk-adaptive Activation Steering for Safe Multimodal Large
 Language Models", RAS), arXiv:2510.13698. Official code: https://github.com/snumprlab/moras
 (``LLaVA/utils/utils.py``, ``LLaVA/utils/functions_3stage.py``, ``LLaVA/parameters/*.py``, the modified
-``modeling_llama.py``). The code is followed where it is explicit:
+``modeling_llama.py``). The code is followed where it is explicit. It runs LLaVA-1.5 in the ``llava_v1``
+conversation template, whose system line the harness adds for the llava-1.5 models
+(:data:`harness.models.catalog.LLAVA_V1_SYSTEM`).
 
 Stage 1, vision-aware query reformulation: with the image, greedy, 40 new tokens, the instruction is NOT
   part of the prompt (``get_prompt1`` ignores its argument)::
@@ -16,43 +18,58 @@ Stage 1, vision-aware query reformulation: with the image, greedy, 40 new tokens
   skip this stage (there is nothing to describe; the code only ever runs with images) and keep the
   question as it is.
 Stage 2, risk: the safety prompt (``get_prompt2``) + reformulated query, with the image; 3 greedy tokens.
-  For each generated position n: x_n = post-final-norm last hidden state at the predicting position,
-  q_n = softmax(lm_head(x_n)), p_n = softmax(lm_head(mu_n)) for the unsafe prototype mu_n;
-  Q = sum_n gamma^n q_n, P = sum_n gamma^n p_n (gamma = 0.3), S = cos(Q, P), r = sigmoid(k (S - x0)).
+  For each generated position n: x_n = post-final-norm last hidden state at the predicting position (HF's
+  ``hidden_states[-1]`` of that step), q_n = softmax(lm_head(x_n)), p_n = softmax(lm_head(mu_n)) for the
+  unsafe prototype mu_n; Q = sum_n gamma^n q_n, P = sum_n gamma^n p_n (gamma = 0.3), S = cos(Q, P),
+  r = sigmoid(k (S - x0)).
 Stage 3, steering: the ORIGINAL request (no caption, no safety prompt), greedy; on the first N = 3 answer
   tokens the post-norm last-position state is moved towards the prototype,
   x <- x + r (mu_n - x), n = 0 on the prefill, n = 1, 2 on the next two decoding steps, nothing after.
-  Steps are counted explicitly (:class:`harness.defense_api.steering.StepCounter`): the released code derives n from
-  the KV-cache length while passing ``use_cache=False`` in ``generate_final_output``, which breaks that
-  count; that flaw is not reproduced. What the flaw does there: without a cache every forward pass
-  holds the whole sequence, so the hook's prefill branch (``hidden_states.shape[1] != 1``) is taken on
-  every step and every generated token is steered towards mu_0 with coefficient r. The released safety
-  scripts (e.g. ``eval/figstep.py``) therefore measured all-token steering; the utility script
-  ``model_vqa_3stage.py`` (``use_cache=True``) steers 3 tokens, as the paper describes and as here.
-  Since lm_head is linear this equals logit interpolation (1 - r) lm_head(x) + r lm_head(mu_n). The
-  answer length is the task's ``max_new_tokens`` (the code's stage-3 default is 512).
+  This is what the released code does. Its ``generate_final_output`` passes ``use_cache=False``, but
+  LLaVA's ``generate`` hands ``inputs_embeds`` to Hugging Face ``generate``, and the transformers copy
+  shipped in the repository forces the cache on for decoder-only models fed ``inputs_embeds``
+  (``transformers/generation/utils.py``, ``generate()``, step 4); so the hook's step counter (past length
+  - (input length + 575) + 1) is right and exactly 3 tokens are steered in the released safety scripts
+  (e.g. ``eval/figstep.py``). Steps are counted explicitly here
+  (:class:`harness.defense_api.steering.StepCounter`) rather than from the cache length; the result is
+  the same. Since lm_head is linear this equals logit interpolation (1 - r) lm_head(x) + r lm_head(mu_n).
 
 Calibration (``parameters/get_unsafe_states.py``, ``get_baseline_cossim.py``):
   * mu_n: the model's own chat template, no safety prompt, text only, 50 unsafe instructions, 3 greedy
-    tokens, post-norm states averaged over prompts -> [3, hidden]. The code's 50 hand-written prompts
-    are replaced by our harmful calibration prompts, and (deviation) only those the model refuses are
-    averaged (a 16-token greedy answer opening with a GCG refusal prefix; at most 50; fewer than 3 -> all,
-    as in the code).
-    LLaVA-1.5 refuses all 50 of the code's prompts, so there this is the code's prototype: the
-    refusal-onset state. A model that complies with most harmful prompts (SmolLM2-135M refuses ~7 % of
-    ours) would otherwise get a compliance prototype and steer towards harmful openings.
-  * x0 = mean S over 50 harmful + 50 harmless calibration queries run through stages 1-2 (the code uses
-    50 VLSafe harmful/safe pairs, np seed 0); k = ln(0.99 / 0.01) / (1 - x0), so r(S = 1) = 0.99.
-    (The code's LLaVA-1.5-7B values are x0 = 0.712, k = 15.955.) The fit is on a mixed harmful+harmless
-    set as in the code, not on benign data alone: x0 at the benign mean would steer every benign query
-    with r ~ 0.5.
+    tokens, post-norm states averaged over prompts -> [3, hidden].
+  * x0 = mean S over 50 harmful + 50 safe queries run through stages 1-2 WITH their images, so the caption
+    stage runs as at inference (the code: 50 VLSafe pairs drawn with numpy seed 0 from
+    ``VLSafe_harmlessnss_alignment.jsonl`` and ``vlsafe_convert_safe.jsonl``, the harmful query and its
+    safe rewrite sharing one COCO image); k = ln(0.99 / 0.01) / (1 - x0), so r(S = 1) = 0.99 (the code's
+    LLaVA-1.5-7B values are x0 = 0.712, k = 15.955). With ``--data vlsafe:DIR`` those are the pairs. The
+    built-in pairs are text only, so each pair gets one image from easy-VQA's training split (plain
+    shapes, disjoint from every test set): benign images under harmful and safe questions, as in VLSafe.
+    The fit lists every query's S (``similarities``), so x0 can be checked against them.
+  * ``x0_text`` (calibration option ``text_x0``, default on; a harness addition): the same 100 queries
+    WITHOUT image, so without caption, give a second x0/k used for text-only requests (XSTest). The code
+    never runs a text-only request; fitting its x0 on image + caption inputs and applying it to text-only
+    ones would compare S values from two different prompt distributions (with k ~ 16, a 0.05 shift in S
+    moves r by ~0.2). ``text_x0=false`` uses the image x0 for every request.
 
-gamma and N are calibration options (``--calibration-arg gamma=...``/``n_tokens=...``, defaults 0.3 and 3):
-the prototypes and x0/k are fitted with them, and inference reads them back from the artifact.
+gamma, N and text_x0 are calibration options (``--calibration-arg gamma=...``/``n_tokens=...``/
+``text_x0=false``, defaults 0.3, 3, true): the prototypes and x0/k are fitted with them, and inference reads
+them back from the artifact.
 
 Batches: every row gets its own risk and its own steering; rows whose stage-2 answer ended early use only
 their valid positions (the code, batch 1, stops at EOS the same way). Outputs carry ``meta`` =
-{risk, similarity, caption}. Cost: 1 caption generation (image requests only) + 1 three-token pass.
+{risk, similarity, caption, x0}. Cost: 1 caption generation (image requests only) + 1 three-token pass.
+
+Deviations from the official code:
+- Prototype prompts: the code's 50 hand-written unsafe instructions are replaced by our harmful
+  calibration prompts, and only those the model refuses are averaged (a 16-token greedy answer opening
+  with a GCG refusal prefix; at most 50; fewer than 3 -> the first 50, as in the code). LLaVA-1.5 refuses
+  all 50 of the code's prompts, so there this is the code's prototype, the refusal-onset state; a model
+  that complies with most harmful prompts (SmolLM2-135M refuses ~5 % of ours) would otherwise get a
+  compliance prototype and steer towards harmful openings.
+- x0 data offline: our harmful/harmless pairs with easy-VQA training images instead of VLSafe with COCO
+  images (``--data vlsafe:DIR`` uses VLSafe); the separate ``x0_text`` for text-only requests (above).
+- Answer length: the task's ``max_new_tokens`` (the code's stage-3 default is 512).
+- Requests without an image skip stage 1 (the code has no such case).
 """
 
 from __future__ import annotations
@@ -62,7 +79,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from harness.defense_api.calibration import Calibration, CalibratedDefense, CalibrationData
+from harness.defense_api.calibration import Calibration, CalibratedDefense, CalibrationData, with_benign_images
 from harness.defense_api.steering import StepCounter, combine_timing, edit_final_norm_output, progress, text_request
 
 if TYPE_CHECKING:
@@ -116,6 +133,14 @@ def slope_for(x0: float, top: float = TOP_RISK) -> float:
     return math.log(top / (1.0 - top)) / (1.0 - x0)
 
 
+def sigmoid_parameters(fit: dict, requests: list["Request"]) -> tuple[list[float], list[float]]:
+    """(x0, k) per request: the image fit, or for a text-only request the text-only fit when there is one."""
+    text = "x0_text" in fit and fit.get("text_x0", True)
+    x0 = [fit["x0_text"] if text and not request.image else fit["x0"] for request in requests]
+    k = [fit["k_text"] if text and not request.image else fit["k"] for request in requests]
+    return x0, k
+
+
 def weighted_similarity(states: torch.Tensor, valid: torch.Tensor, prototypes: torch.Tensor,
                         lm_head: torch.nn.Module, gamma: float = GAMMA) -> torch.Tensor:
     """S per row: cos(sum_n gamma^n softmax(lm_head(x_n)), sum_n gamma^n softmax(lm_head(mu_n))).
@@ -162,9 +187,10 @@ class RiskAdaptiveSteering(CalibratedDefense):
     )
     # gamma and N shape the prototypes and the fitted x0/k, so they are fitting options, read back from
     # the artifact at inference: a risk computed with other values than x0's would mean nothing.
-    calibration_params = {"gamma": GAMMA, "n_tokens": N_TOKENS}
+    # text_x0: fit a second x0/k on the calibration queries without their images, for text-only requests.
+    calibration_params = {"gamma": GAMMA, "n_tokens": N_TOKENS, "text_x0": True}
     constants = (CAPTION_PROMPT, SAFETY_PROMPT)
-    calibration_version = 1
+    calibration_version = 2  # 2: x0 fitted on image inputs (caption running), x0_text for text-only ones
 
     # ------------------------------------------------------------------------------------- stages
     @staticmethod
@@ -223,21 +249,34 @@ class RiskAdaptiveSteering(CalibratedDefense):
         gamma, n_tokens = float(fit.get("gamma", GAMMA)), int(fit.get("n_tokens", N_TOKENS))
         captions, stage1 = self.captions(adapter, requests)
         similarity, stage2 = self.similarities(adapter, requests, captions, prototypes, gamma, n_tokens)
-        risks = risk(similarity, fit["x0"], fit["k"]).float()
+        x0, k = sigmoid_parameters(fit, requests)
+        risks = torch.stack([risk(s, a, b) for s, a, b in zip(similarity.tolist(), x0, k)]).float()
         outputs = self.steered_generate(adapter, requests, risks, prototypes, n_tokens)
         stage1_by_row = iter(stage1)
         for row, output in enumerate(outputs):
             earlier = [stage2[row]] + ([next(stage1_by_row)] if captions[row] is not None else [])
             output.prefill_s, output.decode_s = combine_timing(earlier, output)
             output.meta.update({"risk": float(risks[row]), "similarity": float(similarity[row]),
-                                "caption": captions[row]})
+                                "caption": captions[row], "x0": x0[row]})
         return outputs
 
     # ----------------------------------------------------------------------------------- calibration
     @classmethod
+    def calibration_similarities(cls, adapter: "VLMAdapter", requests: list["Request"], prototypes: torch.Tensor,
+                                 gamma: float, n_tokens: int, description: str) -> torch.Tensor:
+        """S of each request through stages 1-2, in batches."""
+        similarity = []
+        starts = range(0, len(requests), BATCH_SIZE)
+        for start in progress(starts, len(starts), description):
+            chunk = requests[start : start + BATCH_SIZE]
+            captions, _ = cls.captions(adapter, chunk)
+            similarity.append(cls.similarities(adapter, chunk, captions, prototypes, gamma, n_tokens)[0])
+        return torch.cat(similarity)
+
+    @classmethod
     def calibrate(cls, adapter: "VLMAdapter", data: CalibrationData, gamma: float = GAMMA,
-                  n_tokens: int = N_TOKENS) -> Calibration:
-        gamma, n_tokens = float(gamma), int(n_tokens)
+                  n_tokens: int = N_TOKENS, text_x0: bool = True) -> Calibration:
+        gamma, n_tokens, text_x0 = float(gamma), int(n_tokens), bool(text_x0)
         if not 1 <= n_tokens <= REFUSAL_CHECK_TOKENS or not 0 < gamma <= 1:
             raise ValueError(f"ras: n_tokens must be in 1..{REFUSAL_CHECK_TOKENS} and gamma in (0, 1], "
                              f"got {n_tokens} and {gamma}")
@@ -261,25 +300,40 @@ class RiskAdaptiveSteering(CalibratedDefense):
         states, valid = states[chosen, :n_tokens], valid[chosen, :n_tokens]
         weights = valid.float().unsqueeze(-1).to(states.device)
         prototypes = (states * weights).sum(dim=0) / weights.sum(dim=0).clamp(min=1.0)
-        # x0 = mean S over harmful + harmless calibration queries (stages 1-2), k from r(1) = 0.99.
-        queries = data.harmful[:CALIBRATION_PAIRS] + data.harmless[:CALIBRATION_PAIRS]
-        requests = [prompt.request() for prompt in queries]
-        similarity = []
-        starts = range(0, len(requests), BATCH_SIZE)
-        for start in progress(starts, len(starts), "ras: risk of calibration queries (x0)"):
-            chunk = requests[start : start + BATCH_SIZE]
-            captions, _ = cls.captions(adapter, chunk)
-            similarity.append(cls.similarities(adapter, chunk, captions, prototypes, gamma, n_tokens)[0])
-        similarity = torch.cat(similarity)
+        # x0 = mean S over harmful + harmless calibration queries with their images (stages 1-2, the caption
+        # running as at inference), k from r(1) = 0.99; optionally a second x0 on the same queries, text only.
+        image_data = with_benign_images(data)
+        queries = image_data.harmful[:CALIBRATION_PAIRS] + image_data.harmless[:CALIBRATION_PAIRS]
         n_harmful = min(len(data.harmful), CALIBRATION_PAIRS)
+        similarity = cls.calibration_similarities(adapter, [prompt.request() for prompt in queries], prototypes,
+                                                  gamma, n_tokens, "ras: risk of calibration queries (x0)")
         x0 = float(similarity.mean())
         k = slope_for(x0)
         risks = risk(similarity, x0, k)
+        text_fit = {}
+        if text_x0:
+            text_only = [text_request(prompt.prompt, sample_id=prompt.id) for prompt in queries]
+            text_similarity = cls.calibration_similarities(adapter, text_only, prototypes, gamma, n_tokens,
+                                                           "ras: risk of text-only calibration queries (x0_text)")
+            text_fit = {
+                "x0_text": float(text_similarity.mean()),
+                "k_text": slope_for(float(text_similarity.mean())),
+                "similarities_text": text_similarity.tolist(),
+                "similarity_mean_text": {"harmful": float(text_similarity[:n_harmful].mean()),
+                                         "harmless": float(text_similarity[n_harmful:].mean())},
+            }
         fit = {
             "x0": x0,
             "k": k,
+            **text_fit,
             "gamma": gamma,
             "n_tokens": n_tokens,
+            "text_x0": text_x0,
+            "x0_inputs": {"data": image_data.name, "images": sum(1 for prompt in queries if prompt.image),
+                          "added_images": image_data.sources[len(data.sources):],
+                          "caption": "stage 1 runs on every query with an image, as at inference"},
+            "query_ids": [prompt.id for prompt in queries],
+            "similarities": similarity.tolist(),
             "steer_site": "post-final-norm last position, first n_tokens answer tokens",
             "prototype": {
                 "prompts": len(chosen),

@@ -9,9 +9,11 @@ Calibration (``RefusalDirection.calibrate``)
     position p (the chat-template tokens after the instruction: end of turn + assistant header) and
     every layer l, where h_l is the residual stream *entering* block l (``resid_pre``). Code facts:
     means in float64, un-normalised difference.
-  * Training prompts are filtered as in the code (``filter_train``): harmful prompts the model already
-    refuses (refusal score > 0) and harmless ones it does not (< 0). When fewer than two survive on a
-    side (a small model that rarely refuses) the unfiltered set is used and the manifest says so.
+  * Training and validation prompts are filtered as in the code (``filter_train``, ``filter_val``, both
+    on by default in ``pipeline/config.py``): harmful prompts the model already refuses (refusal score
+    > 0) and harmless ones it does not (< 0). When fewer than two survive on a side (a small model that
+    rarely refuses) that split is used unfiltered and the manifest says so (``train_filtered``,
+    ``val_filtered``).
   * Refusal score = log P(refusal tokens) - log P(other) at the first answer position; refusal tokens =
     the first tokens of "I" and "As" (the code's choice for Qwen; one id list per model family there).
   * Selection on the held-out split (code defaults): discard layers >= 80 % of depth
@@ -29,6 +31,15 @@ Inference (``generate``)
     decoding step, with the *raw* (un-normalised) mean difference; the code uses coeff = 1.0.
   * As a defense this is unconditional, so it raises refusals on benign prompts too; ``coeff`` scales it
     (0 = the undefended model). No extra generations.
+
+Deviations from the official code:
+- Data: our 80 + 80 training and 20 + 20 held-out pairs instead of the code's 128 + 128 train and 32 + 32
+  validation instructions sampled from its harmful/harmless splits; at most 16 held-out prompts per
+  side are used for selection (the code's n_val is 32), filtered afterwards as in the code.
+- The fallbacks: unfiltered splits when a filter would leave fewer than two prompts on a side, and the
+  highest induced-refusal candidate when every candidate is filtered out (the code asserts instead).
+- Refusal tokens: "I" and "As" for every model (the code keeps one list per model family).
+- Candidates are scored in filter order and stop at their first failed filter (same choice, fewer passes).
 """
 
 from __future__ import annotations
@@ -87,6 +98,17 @@ def kl_divergence(logits_p: torch.Tensor, logits_q: torch.Tensor, epsilon: float
     return (p * (torch.log(p + epsilon) - torch.log(q + epsilon))).sum(-1)
 
 
+def filter_by_refusal(harmful: list, harmful_scores: torch.Tensor, harmless: list, harmless_scores: torch.Tensor,
+                      ) -> tuple[list, list, bool]:
+    """The code's ``filter_data``: keep harmful prompts with refusal score > 0 and harmless ones with < 0.
+    Returns (harmful, harmless, filtered); with fewer than two left on a side, both lists unfiltered."""
+    kept_harmful = [p for p, s in zip(harmful, harmful_scores.tolist()) if s > 0]
+    kept_harmless = [p for p, s in zip(harmless, harmless_scores.tolist()) if s < 0]
+    if len(kept_harmful) >= 2 and len(kept_harmless) >= 2:
+        return kept_harmful, kept_harmless, True
+    return list(harmful), list(harmless), False
+
+
 def add_vector(vector: torch.Tensor, coeff: float):
     def edit(hidden: torch.Tensor) -> torch.Tensor:
         return hidden + coeff * vector.to(hidden.device, hidden.dtype)
@@ -134,7 +156,7 @@ class RefusalDirection(CalibratedDefense):
         "needs calibration"
     )
     default_params = {"coeff": 1.0}
-    calibration_version = 1
+    calibration_version = 2  # 2: held-out prompts filtered by refusal score (filter_val)
 
     # ------------------------------------------------------------------------------------- inference
     def generate(self, adapter: "VLMAdapter", requests: list["Request"]) -> list["ModelOutput"]:
@@ -164,11 +186,7 @@ class RefusalDirection(CalibratedDefense):
 
         # Filter the training prompts by the model's own behaviour (code: filter_train=True).
         harmful_scores, harmless_scores = scores(train.harmful), scores(train.harmless)
-        harmful = [p for p, s in zip(train.harmful, harmful_scores.tolist()) if s > 0]
-        harmless = [p for p, s in zip(train.harmless, harmless_scores.tolist()) if s < 0]
-        filtered = len(harmful) >= 2 and len(harmless) >= 2
-        if not filtered:
-            harmful, harmless = list(train.harmful), list(train.harmless)
+        harmful, harmless, filtered = filter_by_refusal(train.harmful, harmful_scores, train.harmless, harmless_scores)
 
         def mean_at_positions(prompts) -> torch.Tensor:  # [positions, layers, dim], float64
             total = torch.zeros(n_positions, len(layers), adapter.hidden_size, dtype=torch.float64)
@@ -179,11 +197,16 @@ class RefusalDirection(CalibratedDefense):
 
         candidates = mean_at_positions(harmful) - mean_at_positions(harmless)
 
+        # The held-out prompts are filtered the same way (code: filter_val=True).
+        val_harmful, val_harmless = val.harmful[:SELECTION_PROMPTS], val.harmless[:SELECTION_PROMPTS]
+        val_harmful, val_harmless, val_filtered = filter_by_refusal(val_harmful, scores(val_harmful),
+                                                                    val_harmless, scores(val_harmless))
+
         # Selection on the held-out split. The code scores every candidate three ways and then filters;
         # the filters are conjunctive, so scoring in filter order (induced refusal, KL, then bypass) and
         # stopping at the first failed filter picks the same direction with far fewer forward passes.
-        harmful_inputs = encode_requests(adapter, requests(val.harmful[:SELECTION_PROMPTS]))
-        harmless_inputs = encode_requests(adapter, requests(val.harmless[:SELECTION_PROMPTS]))
+        harmful_inputs = encode_requests(adapter, requests(val_harmful))
+        harmless_inputs = encode_requests(adapter, requests(val_harmless))
         baseline_harmless = last_logits(adapter, harmless_inputs)
         baseline_harmful_score = refusal_scores(last_logits(adapter, harmful_inputs), token_ids).mean().item()
         max_layer = max(1, int(adapter.num_layers * (1.0 - PRUNE_LAYER_PERCENTAGE)))
@@ -226,7 +249,8 @@ class RefusalDirection(CalibratedDefense):
             "refusal_token_ids": token_ids,
             "train_filtered": filtered,
             "train_counts": {"harmful": len(harmful), "harmless": len(harmless)},
-            "val_counts": {"harmful": len(val.harmful), "harmless": len(val.harmless)},
+            "val_filtered": val_filtered,
+            "val_counts": {"harmful": len(val_harmful), "harmless": len(val_harmless)},
             "baseline_refusal_score": {"harmful_val": baseline_harmful_score,
                                        "harmful_train_mean": harmful_scores.mean().item(),
                                        "harmless_train_mean": harmless_scores.mean().item()},

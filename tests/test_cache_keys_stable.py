@@ -22,7 +22,8 @@ RECORDED_GENERATION_KEYS = {
     "none": "f221e7b6151283ffb446d90a1922ac03c1830a6076203efbb7f97061b1c2ef0e",
     "self-reminder": "bdfe4c62e73febf1699793c8e417ebe12d8ab6ecc549b950ae964635a2362b5f",
     "adashield-s": "4d02211c336dff04df9b7d2cc8629a0425dcc51c2cc4b5fb1966de26d43d48cb",
-    "ecso": "71f357a85dd170bacf2de484066d44b7a54cfbe0e020117d606b86486f5909c6",
+    # changed on purpose (issue 28): the self-check is a full generation (check_max_new_tokens None, was 4)
+    "ecso": "bfc3123048b2f0a844a3391c860516173b99251971e3598404fba05ed422db96",
 }
 RECORDED_JUDGEMENT_KEYS = {
     "keyword-gcg": "cbd3646488ff3de6992a591fe2278d23326fd52f64773b6cb9ddbcdc3e09ab3d",

@@ -80,7 +80,7 @@ def calibrated(tmp_path_factory):
     folder = tmp_path_factory.mktemp("calibration")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("HARNESS_CALIBRATION_DIR", str(folder))
-        patch.setattr(autosteer, "PROBER_EPOCHS", 3)
+        patch.setattr(autosteer, "PROBER_STEPS", 3)
         patch.setattr(autosteer, "HEAD_EPOCHS", 1)
         for model in TINY_MODELS:
             for defense in STEERING_DEFENSES:
@@ -110,7 +110,12 @@ def test_calibrate_writes_safetensors_and_a_manifest(calibrated, monkeypatch):
             for d in STEERING_DEFENSES}
     assert fits["autosteer"]["layer"] in fits["autosteer"]["candidate_layers"]
     assert set(fits["autosteer"]["sas"]) == {str(layer) for layer in fits["autosteer"]["candidate_layers"]}
-    assert fits["ras"]["k"] == pytest.approx(4.59511985 / (1 - fits["ras"]["x0"]))
+    # x0 is the mean S over the 2 x LIMIT calibration queries, all run with an image (the caption stage on)
+    ras = fits["ras"]
+    assert len(ras["similarities"]) == 2 * LIMIT and ras["x0_inputs"]["images"] == 2 * LIMIT
+    assert ras["x0"] == pytest.approx(sum(ras["similarities"]) / (2 * LIMIT))
+    assert ras["x0_text"] == pytest.approx(sum(ras["similarities_text"]) / (2 * LIMIT))
+    assert ras["similarities"] != ras["similarities_text"]
     assert 0 <= fits["refusal-direction"]["layer"] < 3 and fits["cast"]["behavior_layers"] == [1, 2]
 
 

@@ -93,7 +93,9 @@ def test_ecso_flagged_answer_is_regenerated_from_a_caption_without_the_image(tin
     [(answer_req, _, [answer])], rest = adapter.calls[:1], adapter.calls[1:]
     (check_reqs, check_limit, _), (caption_reqs, _, [caption]), (final_reqs, _, [final]) = rest
     assert answer_req[0] == original
-    assert check_limit == 4 and check_reqs[0].image == image_path
+    # the self-check is a full generation capped like every pass (the request's own limit), not a few tokens
+    assert check_limit is None and check_reqs[0].settings.max_new_tokens == original.settings.max_new_tokens
+    assert check_reqs[0].image == image_path
     assert check_reqs[0].prompt == ecso.harm_check_prompt(original.prompt, answer.text)
     assert caption_reqs[0].image == image_path and caption_reqs[0].prompt == ecso.caption_prompt(original.prompt)
     assert final_reqs[0].image is None and final_reqs[0].image_sha256 is None
@@ -115,6 +117,32 @@ def test_ecso_unflagged_answer_is_returned_unchanged(tiny_adapter, image_path):
     assert len(adapter.calls) == 2  # the answer and the self-check, nothing more
     assert out.text == first.text and out.meta["flagged"] is False and out.meta["passes"] == 2
     assert out.total_s == pytest.approx(first.total_s + adapter.calls[1][2][0].total_s)
+
+
+class WordCappedVerdict(RecordingAdapter):
+    """The self-check "writes" ``verdict`` one word per token and stops at its cap, as a real generation
+    would: a cut verdict is only its first words."""
+
+    def generate(self, requests, max_new_tokens=None):
+        outputs = self.adapter.generate(requests, max_new_tokens=max_new_tokens)
+        replaced = []
+        for request, output in zip(requests, outputs):
+            if request.prompt.startswith("QUERY:\n"):
+                cap = max_new_tokens or request.settings.max_new_tokens
+                output = dataclasses.replace(output, text=" ".join(self.verdict.split(" ")[:cap]))
+            replaced.append(output)
+        self.calls.append((list(requests), max_new_tokens, replaced))
+        return replaced
+
+
+@pytest.mark.parametrize("cap, flagged", [(None, False), (1, True)])
+def test_ecso_judges_the_whole_check_as_the_official_code_does(tiny_adapter, image_path, cap, flagged):
+    """'Yes.' followed by an explanation is not the official exact "yes."; cutting the check to a token
+    (the old 4-token default does the same to "Yes.\n\nThe ...") would flag it."""
+    adapter = WordCappedVerdict(tiny_adapter, verdict="Yes. The response is harmful.")
+    [out] = ECSO(check_max_new_tokens=cap).generate(adapter, [make_request(image=image_path)])
+    assert out.meta["self_check"] == ("Yes." if cap == 1 else "Yes. The response is harmful.")
+    assert out.meta["flagged"] is flagged and out.meta["passes"] == (4 if flagged else 2)
 
 
 def test_ecso_leaves_text_only_requests_alone(tiny_adapter):

@@ -75,3 +75,35 @@ def test_post_instruction_positions_come_from_the_chat_template(adapter):
     suffix = template_suffix(adapter)
     assert suffix.endswith("ASSISTANT:") and "sentinel" not in suffix
     assert len(refusal_token_ids(adapter)) >= 1
+
+
+def test_train_and_validation_prompts_are_filtered_by_refusal_score_as_in_the_code():
+    from harness.defenses.refusal_direction import filter_by_refusal
+
+    harmful, harmless = ["h0", "h1", "h2", "h3"], ["s0", "s1", "s2"]
+    kept = filter_by_refusal(harmful, torch.tensor([0.5, -1.0, 2.0, 0.0]), harmless, torch.tensor([-0.1, 0.3, -2.0]))
+    assert kept == (["h0", "h2"], ["s0", "s2"], True)  # harmful kept if > 0, harmless if < 0 (0 is dropped)
+    # fewer than two left on a side: both splits unfiltered, and the manifest says so
+    assert filter_by_refusal(harmful, torch.tensor([0.5, -1.0, -2.0, 0.0]), harmless, torch.tensor([-1.0] * 3)) == (
+        harmful, harmless, False)
+
+
+def test_calibration_filters_the_held_out_split_too(adapter, monkeypatch):
+    import harness.defenses.refusal_direction as refusal_direction
+    from harness.defense_api.calibration import load_builtin_data
+
+    calls = []
+    real = refusal_direction.filter_by_refusal
+
+    def spy(harmful, harmful_scores, harmless, harmless_scores):
+        calls.append(([p.id for p in harmful], [p.id for p in harmless]))
+        return real(harmful, harmful_scores, harmless, harmless_scores)
+
+    monkeypatch.setattr(refusal_direction, "filter_by_refusal", spy)
+    monkeypatch.setattr(refusal_direction, "SELECTION_PROMPTS", 1)  # a few candidates: keep it fast
+    data = load_builtin_data(limit=10)
+    fit = RefusalDirection.calibrate(adapter, data).fit
+    train, val = data.split("train"), data.split("val")
+    assert calls == [([p.id for p in train.harmful], [p.id for p in train.harmless]),
+                     ([val.harmful[0].id], [val.harmless[0].id])]
+    assert fit["val_filtered"] is False and fit["val_counts"] == {"harmful": 1, "harmless": 1}

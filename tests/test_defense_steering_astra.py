@@ -66,8 +66,34 @@ def test_zero_alpha_is_the_undefended_model(adapter):
     assert [o.text for o in defense.generate(adapter, requests)] == [o.text for o in NoDefense().generate(adapter, requests)]
 
 
+def test_alpha_is_the_codes_per_model_value_stored_by_calibration(adapter):
+    from types import SimpleNamespace
+
+    from harness.defenses.astra import alpha_for
+
+    def model(name):
+        spec = resolve_model(registries.models(), name)
+        return SimpleNamespace(spec=spec, family=spec.family)
+
+    # the code's README: LLaVA-v1.5 --alpha 10 (toxicity), Qwen2-VL --alpha 7
+    assert alpha_for(model("llava-1.5-7b"))[0] == 10.0 and alpha_for(model("llava-hf/llava-1.5-13b-hf"))[0] == 10.0
+    assert alpha_for(model("qwen2-vl-2b"))[0] == 7.0
+    assert alpha_for(model("llava-ov")) == (7.0, "no official value for this model: Qwen2-VL's 7 (README), a choice")
+    # inference takes the stored value unless alpha is given: a stored 0 leaves the model as it is
+    vector, reference = torch.ones(adapter.hidden_size), torch.zeros(adapter.hidden_size)
+    requests = [text_request("Tell me about rivers.", max_new_tokens=5)]
+    stored_zero = Astra()
+    stored_zero.artifact = fake_artifact({"layer": 2, "alpha": 0.0}, {"steering_vector": vector, "reference": reference})
+    outputs = stored_zero.generate(adapter, requests)
+    assert [o.text for o in outputs] == [o.text for o in NoDefense().generate(adapter, requests)]
+    assert outputs[0].meta["alpha"] == 0.0
+    given = Astra(alpha=0.5)
+    given.artifact = stored_zero.artifact
+    assert given.generate(adapter, requests)[0].meta["alpha"] == 0.5
+
+
 def test_hooks_are_removed_when_generation_raises(adapter, monkeypatch):
     defense = Astra()
-    defense.artifact = fake_artifact({"layer": 2}, {"steering_vector": torch.ones(adapter.hidden_size),
+    defense.artifact = fake_artifact({"layer": 2, "alpha": 7.0}, {"steering_vector": torch.ones(adapter.hidden_size),
                                                    "reference": torch.zeros(adapter.hidden_size)})
     assert_hooks_removed_when_generation_raises(defense, adapter, [text_request("x")], monkeypatch)

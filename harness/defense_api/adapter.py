@@ -111,11 +111,18 @@ class VLMAdapter:
         return int(self.model.config.get_text_config().hidden_size)
 
     # ---------------------------------------------------------------------------------------- encoding
+    @property
+    def default_system(self) -> str | None:
+        """The system prompt the model's official template uses when a request has none (LLaVA-1.5's
+        llava_v1 line, see harness.models.catalog); None for most models."""
+        return self.spec.options.get("default_system")
+
     def prompt_text(self, request: Request) -> str:
         """The request rendered with the model's chat template, generation prompt included."""
         messages: list[dict[str, Any]] = []
-        if request.system:
-            messages.append({"role": "system", "content": [{"type": "text", "text": request.system}]})
+        system = request.system or self.default_system
+        if system:
+            messages.append({"role": "system", "content": [{"type": "text", "text": system}]})
         content: list[dict[str, Any]] = [{"type": "image"}] if request.image else []
         content.append({"type": "text", "text": request.prompt})
         messages.append({"role": "user", "content": content})

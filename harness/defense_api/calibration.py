@@ -187,6 +187,39 @@ def load_vlsafe_data(directory: str | Path, limit: int | None = None, seed: int 
     )
 
 
+def has_images(data: CalibrationData) -> bool:
+    return any(prompt.image for prompt in data.harmful + data.harmless)
+
+
+def easyvqa_train_images(count: int) -> list[str]:
+    """The first ``count`` images (by id) of easy-VQA's *training* split, shipped in the ``easy-vqa`` pip
+    package: plain coloured shapes, no text, nothing harmful. The easyvqa task evaluates on the test split
+    only, so these are disjoint from every test set."""
+    import easy_vqa
+
+    paths = easy_vqa.get_train_image_paths()
+    ids = sorted(paths)
+    if count > len(ids):
+        raise ValueError(f"easy-vqa has {len(ids)} training images, {count} asked for")
+    return [paths[image_id] for image_id in ids[:count]]
+
+
+def with_benign_images(data: CalibrationData) -> CalibrationData:
+    """``data`` with pair i given the i-th easy-VQA training image (both halves the same image, as a VLSafe
+    query and its safe rewrite share one COCO image). Data that already has images is returned as it is."""
+    if has_images(data):
+        return data
+    images = easyvqa_train_images(len(data))
+    return replace(
+        data,
+        name=f"{data.name}+easyvqa-train-images",
+        harmful=[replace(prompt, image=image) for prompt, image in zip(data.harmful, images)],
+        harmless=[replace(prompt, image=image) for prompt, image in zip(data.harmless, images)],
+        sources=[*data.sources, {"images": "easy-vqa 1.0 training split, the first images by id, one per pair",
+                                 "count": len(images)}],
+    )
+
+
 def load_data(spec: str, limit: int | None = None, seed: int = 0) -> CalibrationData:
     """``builtin`` or ``vlsafe:DIR``."""
     if spec == "builtin":

@@ -179,14 +179,41 @@ def render_messages(adapter: "VLMAdapter", request: "Request", *, add_generation
     """The chat template applied to a request, with choices the adapter's ``prompt_text`` does not offer:
     no generation prompt, the image placed after the text, or a finished assistant turn."""
     messages: list[dict[str, Any]] = []
-    if request.system:
-        messages.append({"role": "system", "content": [{"type": "text", "text": request.system}]})
+    system = request.system or adapter.default_system
+    if system:
+        messages.append({"role": "system", "content": [{"type": "text", "text": system}]})
     text = [{"type": "text", "text": request.prompt}]
     image = [{"type": "image"}] if request.image else []
     messages.append({"role": "user", "content": text + image if image_after_text else image + text})
     if assistant is not None:
         messages.append({"role": "assistant", "content": [{"type": "text", "text": assistant}]})
     return adapter.processor.apply_chat_template(messages, add_generation_prompt=add_generation_prompt, tokenize=False)
+
+
+def resized_requests(requests: Sequence["Request"], size: int) -> list["Request"]:
+    """The requests with each image replaced by a ``size`` x ``size`` copy (converted to RGB, then PIL's
+    default bicubic ``resize``), written once as a content-named PNG under ``cache_dir()/resized/<size>``.
+    ``size`` 0 leaves the requests as they are. Requests without an image are unchanged."""
+    if not size:
+        return list(requests)
+    import dataclasses
+
+    from PIL import Image
+
+    from harness.core.images import load_rgb, materialize
+    from harness.core.paths import cache_dir
+
+    folder = cache_dir() / "resized" / str(int(size))
+    done: dict[str, str] = {}
+    out = []
+    for request in requests:
+        if request.image:
+            if request.image not in done:
+                image = load_rgb(request.image).resize((int(size), int(size)), Image.Resampling.BICUBIC)
+                done[request.image] = str(materialize(image, folder))
+            request = dataclasses.replace(request, image=done[request.image])
+        out.append(request)
+    return out
 
 
 def encode_texts(adapter: "VLMAdapter", texts: Sequence[str], images: Sequence[str | None]) -> dict[str, torch.Tensor]:

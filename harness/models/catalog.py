@@ -28,8 +28,15 @@ TINY_FINGERPRINTER: LazyRef = LazyRef("harness.models.tiny:fingerprint_tiny")
 # "org/name" with Hub-legal characters, optionally "@revision"
 HF_ID = re.compile(r"(?P<repo>[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*)(?:@(?P<revision>[\w./-]+))?")
 
+# LLaVA's ``llava_v1`` conversation template (llava/conversation.py, conv_llava_v1): the system line the
+# official LLaVA-1.5 code puts before every prompt, and which the llava-hf chat template leaves out.
+# RAS, ECSO and ETA run LLaVA-1.5 with it; the adapter adds it when a request has no system prompt.
+LLAVA_V1_SYSTEM = ("A chat between a curious human and an artificial intelligence assistant. "
+                   "The assistant gives helpful, detailed, and polite answers to the human's questions.")
+LLAVA_15_HUB_ID = re.compile(r"llava-hf/llava-1\.5-", re.IGNORECASE)
 
-def _hub(name: str, family: str, source: str, dtype: str, help: str) -> ModelSpec:
+
+def _hub(name: str, family: str, source: str, dtype: str, help: str, **options: str) -> ModelSpec:
     return ModelSpec(
         name=name,
         family=family,
@@ -37,6 +44,7 @@ def _hub(name: str, family: str, source: str, dtype: str, help: str) -> ModelSpe
         builder=HF_BUILDER,
         fingerprinter=HF_FINGERPRINTER,
         default_dtype=dtype,
+        options=options,
         help=help,
     )
 
@@ -69,7 +77,7 @@ def model_specs() -> list[tuple[ModelSpec, tuple[str, ...]]]:
         ),
         (
             _hub("llava-1.5-7b", "llava", "llava-hf/llava-1.5-7b-hf", "bfloat16",
-                 "LLaVA-1.5 7B (CLIP ViT-L/336 + Vicuna-7B)"),
+                 "LLaVA-1.5 7B (CLIP ViT-L/336 + Vicuna-7B)", default_system=LLAVA_V1_SYSTEM),
             ("llava-1.5", "llava15-7b"),
         ),
         (
@@ -130,7 +138,9 @@ def register_models(registry: "Registry[ModelSpec]") -> None:
 
 
 def ad_hoc_spec(source: str, revision: str | None = None) -> ModelSpec:
-    """A spec for an unregistered Hub id or local directory; its family is read from config.json on load."""
+    """A spec for an unregistered Hub id or local directory; its family is read from config.json on load.
+    The llava-hf LLaVA-1.5 checkpoints (e.g. ``llava-hf/llava-1.5-13b-hf``) get the llava_v1 system line."""
+    options = {"default_system": LLAVA_V1_SYSTEM} if LLAVA_15_HUB_ID.match(source) else {}
     return ModelSpec(
         name=source,
         family=AUTO_FAMILY,
@@ -138,6 +148,7 @@ def ad_hoc_spec(source: str, revision: str | None = None) -> ModelSpec:
         builder=HF_BUILDER,
         fingerprinter=HF_FINGERPRINTER,
         revision=revision,
+        options=options,
         help="ad-hoc model",
     )
 

@@ -115,8 +115,13 @@ class BringUp:
 
 
 def model_fingerprint_of(spec: "ModelSpec", dtype: str, device: str) -> dict[str, Any]:
-    """What identifies the weights in cache keys: the spec's fingerprint plus the device."""
-    return {**spec.fingerprinter.load()(spec, dtype), "device": device}
+    """What identifies the model in cache keys: the spec's fingerprint of its weights, the device, and
+    the default system prompt the adapter adds to every prompt without one (only where the spec has one,
+    so that other models keep their keys)."""
+    fingerprint = {**spec.fingerprinter.load()(spec, dtype), "device": device}
+    if spec.options.get("default_system"):
+        fingerprint["default_system"] = spec.options["default_system"]
+    return fingerprint
 
 
 def load_model(model: str, *, dtype: str | None = "auto", device: str | None = "auto") -> tuple["VLMAdapter", BringUp]:
