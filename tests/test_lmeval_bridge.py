@@ -82,7 +82,9 @@ def calibration(tmp_path, monkeypatch, direction):
     direction (layer 1), so the steering is known exactly."""
     monkeypatch.setenv("HARNESS_CALIBRATION_DIR", str(tmp_path / "calibration"))
     spec = resolve_model(registries.models(), TINY)
-    manifest = {"defense": "refusal-direction", "calibration_version": 1, "model": TINY,
+    from harness.defenses.refusal_direction import RefusalDirection
+
+    manifest = {"defense": "refusal-direction", "calibration_version": RefusalDirection.calibration_version, "model": TINY,
                 "model_fingerprint": fingerprint_tiny(spec, "float32")}
     return save_artifact(artifact_dir("refusal-direction", TINY),
                          Calibration({"direction": direction}, {"layer": LAYER}), manifest)

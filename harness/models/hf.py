@@ -28,7 +28,7 @@ from harness.core.hub import (  # noqa: F401 - re-exported: loaders and tests na
     resolve_device,
 )
 from harness.models.chameleon import apply_prompt_format, prompt_format_sha256
-from harness.models.spec import AUTO_FAMILY, MODEL_TYPE_FAMILIES, ModelSpec, resolve_dtype
+from harness.models.spec import AUTO_FAMILY, MODEL_TYPE_FAMILIES, SHARD_DEVICE, ModelSpec, resolve_dtype
 from harness.core.paths import cache_dir
 
 if TYPE_CHECKING:
@@ -87,12 +87,13 @@ def load_pretrained(
     dtype_name = resolve_dtype(spec, dtype)
     device_name = resolve_device(device)
     processor = AutoProcessor.from_pretrained(location, revision=revision, trust_remote_code=False)
+    placement = shard_placement() if device_name == SHARD_DEVICE else {"device_map": device_name}
     model = model_class(family).from_pretrained(
         location,
         revision=revision,
         dtype=getattr(torch, dtype_name),
-        device_map=device_name,
         trust_remote_code=False,
+        **placement,
     )
     if family == "chameleon":
         apply_prompt_format(model, processor)
@@ -101,7 +102,35 @@ def load_pretrained(
         if not COMMIT.fullmatch(commit):  # the cache key then holds a branch name, not a commit
             log.warning("model %s: the Hub revision could not be resolved to a commit (%s); generations are "
                         "cached under that name and would be reused after the repository changes", spec.name, commit)
-    return VLMAdapter(model, processor, spec, device_name, dtype_name)
+    # a sharded model takes its inputs where its embeddings are (accelerate's hooks move them on from there)
+    input_device = model.get_input_embeddings().weight.device if device_name == SHARD_DEVICE else device_name
+    return VLMAdapter(model, processor, spec, input_device, dtype_name)
+
+
+def shard_gpus(local_rank: int, local_world_size: int, visible: int) -> list[int]:
+    """The GPUs that one process's model is spread over: the node's visible GPUs cut into equal runs of
+    consecutive indices, one run per process on the node (8 GPUs, 2 processes: 0-3 and 4-7). Raises
+    ValueError when there are fewer GPUs than processes."""
+    per_process = visible // local_world_size
+    if per_process < 1:
+        raise ValueError(f"--device shard: {local_world_size} processes on this node share {visible} visible GPU(s); "
+                         "each needs at least one")
+    return list(range(local_rank * per_process, (local_rank + 1) * per_process))
+
+
+def shard_placement() -> dict[str, Any]:
+    """``from_pretrained`` arguments for ``--device shard``: ``device_map="auto"`` limited to this process's
+    GPUs (:func:`shard_gpus`, by LOCAL_RANK and LOCAL_WORLD_SIZE as torchrun and accelerate set them). With
+    no GPU, accelerate places everything on the CPU."""
+    import torch
+    from accelerate.utils import get_max_memory
+
+    if not torch.cuda.is_available():
+        return {"device_map": "auto"}
+    gpus = shard_gpus(int(os.environ.get("LOCAL_RANK", 0)), int(os.environ.get("LOCAL_WORLD_SIZE", 1)),
+                      torch.cuda.device_count())
+    memory = get_max_memory()
+    return {"device_map": "auto", "max_memory": {**{gpu: memory[gpu] for gpu in gpus}, "cpu": memory["cpu"]}}
 
 
 # --------------------------------------------------------------------------------------- fingerprints

@@ -22,7 +22,10 @@ DTYPES = ("float32", "bfloat16", "float16")
 # Command-line help for --dtype / --device (harness eval and harness calibrate).
 DTYPE_HELP = ("auto (default): the model's registered dtype: float32 for smol-llava, the tiny fixtures, "
               "llava-ov (0.5B) and unregistered ids; bfloat16 for the 2B/7B hub models (Chameleon included)")
-DEVICE_HELP = "auto (default: the first GPU if there is one, else the CPU), cpu, cuda, cuda:1"
+DEVICE_HELP = ("auto (default: the first GPU if there is one, else the CPU), cpu, cuda, cuda:1, or shard: one model "
+               "spread over the visible GPUs (device_map=auto; under a multi-process launch, over this rank's "
+               "share of its node's GPUs)")
+SHARD_DEVICE = "shard"
 
 
 @dataclass(frozen=True)

@@ -92,18 +92,21 @@ class Distributed:
     @classmethod
     def from_environment(cls, device: str, timeout_s: float) -> "Distributed | None":
         """The launch this process belongs to, process group initialised; None for a single process.
-        ``device``: the resolved device ("cpu" selects gloo; "cuda" one GPU per rank, by LOCAL_RANK)."""
+        ``device``: the resolved device ("cpu" selects gloo; "cuda" one GPU per rank, by LOCAL_RANK;
+        "shard" a group of GPUs per rank, harness.models.hf.shard_gpus)."""
         if launched_world_size() <= 1:
             return None
-        if device not in ("cpu", "cuda"):
+        if device not in ("cpu", "cuda", "shard"):
             raise DistributedError(
-                f"--device {device!r} with {launched_world_size()} processes: use cpu, cuda or auto "
-                "(each rank takes the GPU of its LOCAL_RANK)")
+                f"--device {device!r} with {launched_world_size()} processes: use cpu, cuda, shard or auto "
+                "(each rank takes the GPU of its LOCAL_RANK, or with shard its share of the node's GPUs)")
+        import torch
         import torch.distributed as dist
         from accelerate import PartialState
 
         timeout = dt.timedelta(seconds=timeout_s)
-        state = PartialState(cpu=device == "cpu", timeout=timeout)
+        on_cpu = device == "cpu" or (device == "shard" and not torch.cuda.is_available())
+        state = PartialState(cpu=on_cpu, timeout=timeout)
         if state.num_processes != launched_world_size():
             raise DistributedError(f"the launcher started {launched_world_size()} processes, but accelerate "
                                    f"set up {state.num_processes} (backend {state.backend})")
