@@ -42,6 +42,7 @@ class AlignConfig:
     typographic: int = 206  # benign FigStep-style images answered with SmolLM2's list (all of list_instructions)
     typographic_tokens: int = 32  # their answers are cut to this many tokens
     reading: int = 60  # FigStep-layout phrases read back (keeps v7's reading through the changed language model)
+    easyvqa: int = 150  # easy-vqa train questions answered in one word (keeps the image route answering)
     image_batch: int = 4
     seed: int = 0
 
@@ -234,7 +235,15 @@ def image_examples(parts: Any, bare: tuple[Any, Any], config: AlignConfig, log=p
         image = vision.render_lines(vision.text_lines(phrase, with_list))
         answer = parts.answer_ids(vision.transcript(phrase, with_list), spelled=True)
         examples.append(image_example(parts, image, rng.choice(vision.READ_INSTRUCTIONS), answer))
-    return examples, {"typographic": len(kept), "reading": config.reading}
+    from PIL import Image
+
+    from harness.tasks.easyvqa import PROMPT_SUFFIX
+
+    questions, answers_, image_ids, paths = vision.easyvqa_split("train")
+    for index in rng.sample(range(len(questions)), config.easyvqa):
+        with Image.open(paths[image_ids[index]]) as image:
+            examples.append(image_example(parts, image.convert("RGB"), questions[index] + PROMPT_SUFFIX, parts.answer_ids(answers_[index])))
+    return examples, {"typographic": len(kept), "reading": config.reading, "easyvqa": config.easyvqa}
 
 
 def main(argv: list[str] | None = None) -> int:
