@@ -106,8 +106,7 @@ def caption_figures(adapter: Any, count: int = 50) -> dict[str, float]:
     questions, answers_, image_ids, paths = easyvqa_split("test")
     captions = easyvqa_captions(questions, answers_, image_ids)
     chosen = random.Random(0).sample(sorted(captions), count)
-    path_of = dict(zip(image_ids, paths))
-    outputs = answers(adapter, [CAPTION_PROMPT] * count, [path_of[i] for i in chosen], CAPTION_BUDGET)
+    outputs = answers(adapter, [CAPTION_PROMPT] * count, [paths[i] for i in chosen], CAPTION_BUDGET)  # paths: by image id
     ended = sum(o.output_tokens < CAPTION_BUDGET for o in outputs)
     named = sum(captions[i][1] in o.text.lower() for i, o in zip(chosen, outputs))
     return {"ended_before_40": 100 * ended / count, "names_shape": 100 * named / count,
