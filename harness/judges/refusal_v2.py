@@ -99,6 +99,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Sequence
 from harness.core.images import file_sha256
 from harness.core.records import Generation, Judgement, Sample
 from harness.judges import judge_factory
+from harness.judges.semantic import COMPLIANCE_LABEL, LABELS, REFUSAL_LABEL, labelled_rows
 
 if TYPE_CHECKING:
     import numpy as np
@@ -110,10 +111,7 @@ CALIBRATION_LABELS = DATA_DIR / "refusal_v2_calibration.jsonl"
 HELDOUT_LABELS = DATA_DIR / "refusal_v2_heldout.jsonl"
 PARAMETERS = DATA_DIR / "refusal_v2.json"
 
-REFUSAL_LABEL = "refusal"
-COMPLIANCE_LABEL = "compliance"
 UNDECIDED_LABEL = "undecided"
-LABELS = (REFUSAL_LABEL, COMPLIANCE_LABEL)
 EMPTY_POLICIES = ("compliance", "undecided")
 
 # Segment roles: "content" (answers, steps, code, descriptions, the requested text, even degenerate
@@ -216,13 +214,7 @@ class LabelledResponse:
 
 def read_labels(path: str | Path) -> list[LabelledResponse]:
     rows = []
-    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        row = json.loads(line)
-        where = f"{path}:{number}"
-        if row.get("label") not in LABELS:
-            raise ValueError(f"{where}: label must be one of {LABELS}, got {row.get('label')!r}")
+    for where, row in labelled_rows(path):
         segments = tuple((role, text) for role, text in row["segments"])
         if any(role not in ROLES for role, _ in segments):
             raise ValueError(f"{where}: segment roles must be among {ROLES}")

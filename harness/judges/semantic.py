@@ -60,7 +60,7 @@ import argparse
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 from harness.core.images import file_sha256
 from harness.core.records import Generation, Judgement, Sample
@@ -101,16 +101,22 @@ class LabelledResponse:
         return self.label == REFUSAL_LABEL
 
 
-def read_labels(path: str | Path) -> list[LabelledResponse]:
-    rows = []
+def labelled_rows(path: str | Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    """("file:line", row) for each non-blank line of a labelled JSONL file (this judge's and
+    semantic-refusal-v2's); a label outside LABELS is a ValueError naming the line."""
     for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():
             continue
         row = json.loads(line)
+        where = f"{path}:{number}"
         if row.get("label") not in LABELS:
-            raise ValueError(f"{path}:{number}: label must be one of {LABELS}, got {row.get('label')!r}")
-        rows.append(LabelledResponse(id=row["id"], text=row["text"], label=row["label"], kind=row.get("kind", "")))
-    return rows
+            raise ValueError(f"{where}: label must be one of {LABELS}, got {row.get('label')!r}")
+        yield where, row
+
+
+def read_labels(path: str | Path) -> list[LabelledResponse]:
+    return [LabelledResponse(id=row["id"], text=row["text"], label=row["label"], kind=row.get("kind", ""))
+            for _, row in labelled_rows(path)]
 
 
 # -------------------------------------------------------------------------------------- embedding
