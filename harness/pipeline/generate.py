@@ -56,6 +56,22 @@ class GenerationResult:
         return [self.generations[s.task][s.id] for s in samples if s.id in self.generations[s.task]]
 
 
+def file_errors_and_hits(planned: Sequence["Planned"], cached: dict[str, Generation], result: GenerationResult,
+                         model: str, defense_name: str) -> list["Planned"]:
+    """File every planned item with an input error and every cache hit into ``result`` (counting the
+    hits); returns the rest, the items still to generate, in plan order."""
+    pending = []
+    for item in planned:
+        if item.error is not None:
+            result.add(error_generation(item, model, defense_name, item.error))
+        elif item.request.key in cached:
+            result.add(filed_under(cached[item.request.key], item, model=model, defense=defense_name))
+            result.counts["cache_hits"] += 1
+        else:
+            pending.append(item)
+    return pending
+
+
 class CachedGenerator:
     """Checks the cache, de-duplicates, runs the misses under the defense and stores them."""
 
@@ -70,15 +86,7 @@ class CachedGenerator:
         planned = plan.all_planned()
         result.counts["samples"] = len(planned)
         cached = self.cache.get_many(item.request.key for item in planned if item.error is None)
-        pending = []
-        for item in planned:
-            if item.error is not None:
-                result.add(error_generation(item, model, defense_name, item.error))
-            elif item.request.key in cached:
-                result.add(filed_under(cached[item.request.key], item, model=model, defense=defense_name))
-                result.counts["cache_hits"] += 1
-            else:
-                pending.append(item)
+        pending = file_errors_and_hits(planned, cached, result, model, defense_name)
         log.info("%d from cache, %d to generate, %d input errors",
                  result.counts["cache_hits"], len(pending), sum(1 for item in planned if item.error))
         if pending:
@@ -217,16 +225,10 @@ class ShardedGenerator:
             shards.append({"rank": rank, "batches": report["batches"], "requests": report["requests"],
                            "generated": ok, "errors": len(generations) - ok})
         result.counts["samples"] = len(planned)
-        for item in planned:
-            if item.error is not None:
-                result.add(error_generation(item, model, defense_name, item.error))
-            elif item.request.key in cached:
-                result.add(filed_under(cached[item.request.key], item, model=model, defense=defense_name))
-                result.counts["cache_hits"] += 1
-            else:
-                generation = filed_under(by_key[item.request.key], item)
-                result.add(generation)
-                result.counts["generated"] += int(generation.ok)
+        for item in file_errors_and_hits(planned, cached, result, model, defense_name):
+            generation = filed_under(by_key[item.request.key], item)
+            result.add(generation)
+            result.counts["generated"] += int(generation.ok)
         result.counts["errors"] = sum(1 for per_task in result.generations.values() for g in per_task.values() if not g.ok)
         result.parallel = {**self.world.describe(), "cache": "per-rank" if self.per_rank else "shared",
                            "shards": shards}
