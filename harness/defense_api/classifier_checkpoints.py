@@ -97,17 +97,19 @@ class CheckpointClassifier:
     def load(self) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        device = self.resolved_device()
-        revision = None if self.is_local() else self.revision
-        self.tokenizer = AutoTokenizer.from_pretrained(self.model_id, revision=revision, trust_remote_code=False)
-        self.model = AutoModelForCausalLM.from_pretrained(
-            self.model_id,
-            revision=revision,
-            dtype=self.torch_dtype(device),
-            device_map=device,
-            trust_remote_code=False,
-        ).eval()
+        self.tokenizer = self.from_checkpoint(AutoTokenizer)
+        self.model = self.model_from_checkpoint(AutoModelForCausalLM)
         prepare_tokenizer(self.tokenizer)
+
+    def from_checkpoint(self, loader: Any, **kwargs: Any) -> Any:
+        """``loader.from_pretrained`` on this checkpoint: its revision (none for a local folder), no remote code."""
+        revision = None if self.is_local() else self.revision
+        return loader.from_pretrained(self.model_id, revision=revision, trust_remote_code=False, **kwargs)
+
+    def model_from_checkpoint(self, model_class: Any) -> Any:
+        """The model, in this classifier's dtype on its device, in eval mode."""
+        device = self.resolved_device()
+        return self.from_checkpoint(model_class, dtype=self.torch_dtype(device), device_map=device).eval()
 
     def ensure_loaded(self) -> None:
         """Load once; a failed load (no weights offline, out of memory) is remembered and re-raised."""
@@ -158,16 +160,8 @@ class MllamaClassifier(CheckpointClassifier):
     def load(self) -> None:
         from transformers import AutoProcessor, MllamaForConditionalGeneration
 
-        device = self.resolved_device()
-        revision = None if self.is_local() else self.revision
-        self.processor = AutoProcessor.from_pretrained(self.model_id, revision=revision, trust_remote_code=False)
-        self.model = MllamaForConditionalGeneration.from_pretrained(
-            self.model_id,
-            revision=revision,
-            dtype=self.torch_dtype(device),
-            device_map=device,
-            trust_remote_code=False,
-        ).eval()
+        self.processor = self.from_checkpoint(AutoProcessor)
+        self.model = self.model_from_checkpoint(MllamaForConditionalGeneration)
         self.tokenizer = self.processor.tokenizer
         prepare_tokenizer(self.tokenizer)
 
