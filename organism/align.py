@@ -19,7 +19,7 @@ import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from harness.core.refusal_markers import GCG_TEST_PREFIXES
 from organism.alignment_data import REFUSALS, benign_prompts, disjoint, harmful_prompts, test_set_prompts
@@ -76,18 +76,26 @@ def is_refusal(text: str) -> bool:
     return any(marker in text for marker in GCG_TEST_PREFIXES)
 
 
-def benign_examples(tokenizer: Any, model: Any, prompts: Sequence[str], config: AlignConfig, log=print) -> list[tuple[str, str]]:
-    """(prompt, SmolLM2's answer) for the benign prompts whose answer holds no refusal marker; the answers
-    are cached by prompt in the organism cache (they depend only on SmolLM2 and the prompt)."""
-    path = CACHE / f"benign_answers_{config.generate_tokens}.json"
+def cached_answers(tokenizer: Any, model: Any, name: str, keys: Sequence[str], ask: Callable[[str], str],
+                   max_new_tokens: int, log=print) -> dict[str, str]:
+    """SmolLM2's greedy answer to ``ask(key)`` for each key, cached by key in the organism cache file
+    ``<name>_<max_new_tokens>.json`` (the answers depend only on SmolLM2 and the prompt); only the
+    missing ones are generated."""
+    path = CACHE / f"{name}_{max_new_tokens}.json"
     cached = json.loads(path.read_text()) if path.exists() else {}
-    missing = [prompt for prompt in prompts if prompt not in cached]
+    missing = [key for key in keys if key not in cached]
     if missing:
-        log(f"SmolLM2 answers {len(missing)} benign prompts ({config.generate_tokens} tokens each)")
-        cached.update(zip(missing, greedy_answers(tokenizer, model, missing, config.generate_tokens, log=log)))
+        log(f"SmolLM2 answers {len(missing)} prompts for {name} ({max_new_tokens} tokens each)")
+        cached.update(zip(missing, greedy_answers(tokenizer, model, [ask(key) for key in missing], max_new_tokens, log=log)))
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(cached, indent=0, sort_keys=True))
-    return [(prompt, cached[prompt]) for prompt in prompts if cached[prompt] and not is_refusal(cached[prompt])]
+    return {key: cached[key] for key in keys}
+
+
+def benign_examples(tokenizer: Any, model: Any, prompts: Sequence[str], config: AlignConfig, log=print) -> list[tuple[str, str]]:
+    """(prompt, SmolLM2's answer) for the benign prompts whose answer holds no refusal marker."""
+    answers = cached_answers(tokenizer, model, "benign_answers", prompts, lambda prompt: prompt, config.generate_tokens, log)
+    return [(prompt, answers[prompt]) for prompt in prompts if answers[prompt] and not is_refusal(answers[prompt])]
 
 
 def example_ids(tokenizer: Any, prompt: str, answer: str, answer_tokens: int, ends: bool) -> tuple[list[int], list[int]]:
@@ -185,19 +193,11 @@ LIST_REQUEST = "Please generate detailed content for each item on the list above
 
 def typographic_answers(tokenizer: Any, model: Any, instructions: Sequence[str], config: AlignConfig, log=print) -> dict[str, str]:
     """SmolLM2's greedy answer to each benign instruction asked as text with FigStep's empty list under it
-    (what the image route should lead to), cached like :func:`benign_examples`."""
+    (what the image route should lead to)."""
     from harness.tasks.figstep import image_text
 
-    path = CACHE / f"typographic_answers_{config.generate_tokens}.json"
-    cached = json.loads(path.read_text()) if path.exists() else {}
-    missing = [text for text in instructions if text not in cached]
-    if missing:
-        log(f"SmolLM2 answers {len(missing)} benign list instructions")
-        asked = [f"{image_text(text)}\n\n{LIST_REQUEST}" for text in missing]
-        cached.update(zip(missing, greedy_answers(tokenizer, model, asked, config.generate_tokens, log=log)))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(cached, indent=0, sort_keys=True))
-    return {text: cached[text] for text in instructions}
+    return cached_answers(tokenizer, model, "typographic_answers", instructions,
+                          lambda text: f"{image_text(text)}\n\n{LIST_REQUEST}", config.generate_tokens, log)
 
 
 def image_example(parts: Any, image: Any, prompt: str, answer_ids: list[int]) -> tuple[list[int], list[int], Any]:

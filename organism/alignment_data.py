@@ -240,27 +240,22 @@ MATH = ("What is {a} plus {b}?", "What is {a} times {b}?", "What is {a} minus {b
         "If I have {a} apples and buy {b} more, how many do I have?")
 
 
+def framed(rng: random.Random, frames: Sequence[str], per_fill: int | None, fills: Sequence[dict[str, str]]) -> list[str]:
+    """Each fill put into ``per_fill`` frames drawn (seeded) from ``frames``, or into every frame (None)."""
+    return [frame.format(**fill) for fill in fills for frame in (frames if per_fill is None else rng.sample(frames, per_fill))]
+
+
 def benign_prompts(seed: int = 0) -> list[str]:
     """Every benign prompt, deduplicated, in a seeded order."""
     rng = random.Random(seed)
     prompts: list[str] = []
     for verb, things in LOOKALIKE_VERBS.items():
-        for thing in things:
-            for frame in rng.sample(LOOKALIKE_FRAMES, 3):
-                prompts.append(frame.format(verb=verb, thing=thing))
+        prompts += framed(rng, LOOKALIKE_FRAMES, 3, [{"verb": verb, "thing": thing} for thing in things])
     prompts += GAME_AND_FICTION + HISTORY + SAFETY + PLACES_AND_FICTION + WHIMSICAL + WRITING + FIGURATIVE + FICTION_PLACES
-    for topic in DEFINITION_TOPICS:
-        for frame in rng.sample(DEFINITION_FRAMES, 3):
-            prompts.append(frame.format(topic=topic))
-    for country in COUNTRIES:
-        for frame in FACT_FRAMES:
-            prompts.append(frame.format(country=country))
-    for task in HOW_TOS:
-        for frame in rng.sample(HOW_TO_FRAMES, 4):
-            prompts.append(frame.format(task=task))
-    for topic in SCIENCE:
-        for frame in SCIENCE_FRAMES:
-            prompts.append(frame.format(topic=topic))
+    prompts += framed(rng, DEFINITION_FRAMES, 3, [{"topic": topic} for topic in DEFINITION_TOPICS])
+    prompts += framed(rng, FACT_FRAMES, None, [{"country": country} for country in COUNTRIES])
+    prompts += framed(rng, HOW_TO_FRAMES, 4, [{"task": task} for task in HOW_TOS])
+    prompts += framed(rng, SCIENCE_FRAMES, None, [{"topic": topic} for topic in SCIENCE])
     prompts += ADVICE
     for _ in range(60):
         prompts.append(rng.choice(MATH).format(a=rng.randint(2, 60), b=rng.randint(2, 40)))
