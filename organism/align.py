@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from harness.core.refusal_markers import GCG_TEST_PREFIXES
-from organism.alignment_data import REFUSALS, benign_prompts, disjoint, harmful_prompts, test_set_prompts
+from organism.alignment_data import REFUSALS, benign_prompts, disjoint, harmful_prompts, evaluation_prompts
 
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 CACHE = Path.home() / ".cache" / "mm-safety-harness" / "organism"
@@ -110,7 +110,7 @@ def example_ids(tokenizer: Any, prompt: str, answer: str, answer_tokens: int, en
 
 def training_set(tokenizer: Any, model: Any, config: AlignConfig, log=print) -> tuple[list[tuple[list[int], list[int]]], dict[str, int]]:
     rng = random.Random(config.seed)
-    tests = test_set_prompts()
+    tests = evaluation_prompts()
     harmful = disjoint(harmful_prompts(), tests)
     harmful = rng.sample(harmful, min(config.harmful, len(harmful)))
     benign = disjoint(benign_prompts(config.seed), tests)
@@ -221,7 +221,7 @@ def image_examples(parts: Any, bare: tuple[Any, Any], config: AlignConfig, log=p
     from organism.alignment_data import list_instructions
 
     rng = random.Random(config.seed + 1)
-    instructions = disjoint(list_instructions(config.seed), test_set_prompts())[: config.typographic]
+    instructions = disjoint(list_instructions(config.seed), evaluation_prompts())[: config.typographic]
     answers = typographic_answers(*bare, instructions, config, log=log)
     kept = [text for text in instructions if answers[text] and not is_refusal(answers[text])]
     examples = []

@@ -266,7 +266,7 @@ def benign_prompts(seed: int = 0) -> list[str]:
 
 # --- disjointness from the test sets ----------------------------------------------------------------------
 
-def test_set_prompts(root: Path = PROJECT_ROOT) -> list[str]:
+def evaluation_prompts(root: Path = PROJECT_ROOT) -> list[str]:
     """Every prompt of the test sets the harness ships: SafeBench (questions and FigStep instructions),
     XSTest, MOSSBench (both files) and POPE's questions."""
     data = root / "tasks" / "data"

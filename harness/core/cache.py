@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
@@ -61,15 +62,33 @@ def generation_key(
     return hashlib.sha256(canonical_json(payload).encode("utf-8")).hexdigest()
 
 
-def open_store(path: Path, create_table: str) -> sqlite3.Connection:
-    """A crash-safe SQLite store shared by processes: WAL journal, the table created if absent."""
+OPEN_STORE_TIMEOUT_S = 60.0
+
+
+def open_store(path: Path, create_table: str, timeout_s: float = OPEN_STORE_TIMEOUT_S) -> sqlite3.Connection:
+    """A crash-safe SQLite store shared by processes: WAL journal, the table created if absent.
+
+    Two processes opening a new file at once (the ranks of a launch) can get "database is locked" from
+    the switch to WAL: SQLite answers that lock upgrade at once, without its busy handler, so the set-up
+    is retried here until ``timeout_s``."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    db = sqlite3.connect(path, timeout=60)
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=NORMAL")  # durable at checkpoints; WAL keeps it consistent
-    db.execute(create_table)
-    db.commit()
-    return db
+    db = sqlite3.connect(path, timeout=timeout_s)
+    deadline = time.monotonic() + timeout_s
+    delay = 0.01
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")  # durable at checkpoints; WAL keeps it consistent
+            db.execute(create_table)
+            db.commit()
+            return db
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() + delay > deadline:
+                db.close()
+                raise
+            db.rollback()
+            time.sleep(delay)
+            delay = min(delay * 2, 0.5)
 
 
 def select_records(db: sqlite3.Connection, table: str, keys: Iterable[str]) -> Iterator[tuple[str, str]]:
