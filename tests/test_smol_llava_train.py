@@ -335,6 +335,23 @@ def test_training_dtype_names_and_auto_follows_onednn_bfloat16_support(monkeypat
         train.training_dtype("float16")
     from types import SimpleNamespace
 
-    for supported, expected in ((True, torch.bfloat16), (False, torch.float32)):
+    cases = (  # oneDNN's answer, the CPU's flags -> auto's choice
+        (True, frozenset({"avx512f", "avx512_bf16"}), torch.bfloat16),
+        (True, frozenset({"avx512f", "amx_bf16"}), torch.bfloat16),
+        (True, frozenset({"avx512f", "avx512bw"}), torch.float32),  # emulated bfloat16: 3x slower, measured
+        (True, None, torch.bfloat16),  # no flags to read (not Linux): oneDNN decides
+        (False, frozenset({"avx512_bf16"}), torch.float32),
+    )
+    for supported, flags, expected in cases:
         monkeypatch.setattr(torch, "ops", SimpleNamespace(mkldnn=SimpleNamespace(_is_mkldnn_bf16_supported=lambda: supported)))
+        monkeypatch.setattr(train, "cpu_flags", lambda: flags)
         assert train.training_dtype("auto") is expected
+
+
+def test_cpu_flags_reads_the_flags_line(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nmodel name\t: Xeon\nflags\t\t: fpu sse avx512f avx512_bf16\n\nprocessor\t: 1\n")
+    assert train.cpu_flags(cpuinfo) == {"fpu", "sse", "avx512f", "avx512_bf16"}
+    cpuinfo.write_text("processor\t: 0\n")
+    assert train.cpu_flags(cpuinfo) is None
+    assert train.cpu_flags(tmp_path / "absent") is None
