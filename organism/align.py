@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from harness.core.refusal_markers import GCG_TEST_PREFIXES
-from organism.alignment_data import REFUSALS, benign_prompts, disjoint, harmful_prompts, evaluation_prompts
+from organism.alignment_data import REFUSALS, benign_prompts, disjoint, evaluation_prompts, refusal_prompts, written_harmful_prompts
 
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 CACHE = Path.home() / ".cache" / "mm-safety-harness" / "organism"
@@ -30,7 +30,8 @@ CACHE = Path.home() / ".cache" / "mm-safety-harness" / "organism"
 
 @dataclass(frozen=True)
 class AlignConfig:
-    harmful: int = 500  # harmful prompts drawn (seeded) from the 863 that are disjoint from the test sets
+    harmful: int = 500  # harmful prompts drawn (seeded) from refusal_prompts() less the test sets and the validation share
+    validation: float = 0.1  # share of the harmful and benign prompts held out, never trained on (refusal rates printed)
     benign: int = 0  # benign prompts used, 0 for all (a smaller number: smoke runs)
     answer_tokens: int = 24  # benign answers are cut to this many tokens for training
     generate_tokens: int = 40  # SmolLM2's benign answers are generated this long
@@ -108,16 +109,36 @@ def example_ids(tokenizer: Any, prompt: str, answer: str, answer_tokens: int, en
     return prompt_ids + answer_ids, [-100] * len(prompt_ids) + answer_ids
 
 
-def training_set(tokenizer: Any, model: Any, config: AlignConfig, log=print) -> tuple[list[tuple[list[int], list[int]]], dict[str, int]]:
+def held_out(prompts: Sequence[str], share: float, rng: random.Random) -> tuple[list[str], list[str]]:
+    """(training, validation): a seeded ``share`` of ``prompts`` held out."""
+    order = list(prompts)
+    rng.shuffle(order)
+    cut = round(len(order) * share)
+    return order[cut:], order[:cut]
+
+
+def training_set(tokenizer: Any, model: Any, config: AlignConfig, log=print) -> tuple[list[tuple[list[int], list[int]]], dict[str, Any]]:
+    """The text examples, and counts plus the held-out prompts (``validation_harmful``, ``validation_benign``)."""
     rng = random.Random(config.seed)
     tests = evaluation_prompts()
-    harmful = disjoint(harmful_prompts(), tests)
+    harmful, harmful_held = held_out(disjoint(refusal_prompts() + written_harmful_prompts(config.seed), tests), config.validation, rng)
     harmful = rng.sample(harmful, min(config.harmful, len(harmful)))
-    benign = disjoint(benign_prompts(config.seed), tests)
+    benign, benign_held = held_out(disjoint(benign_prompts(config.seed), tests), config.validation, rng)
     benign = benign_examples(tokenizer, model, benign[: config.benign] if config.benign else benign, config, log=log)
     examples = [example_ids(tokenizer, prompt, rng.choice(REFUSALS), 64, True) for prompt in harmful]
     examples += [example_ids(tokenizer, prompt, answer, config.answer_tokens, False) for prompt, answer in benign]
-    return examples, {"harmful": len(harmful), "benign": len(benign)}
+    return examples, {"harmful": len(harmful), "benign": len(benign),
+                      "validation_harmful": harmful_held, "validation_benign": benign_held}
+
+
+def validation_refusals(tokenizer: Any, model: Any, held: dict[str, list[str]], log=print) -> dict[str, float]:
+    """Share of held-out harmful and benign prompts whose greedy 16-token answer holds a refusal marker."""
+    rates = {}
+    for name, prompts in held.items():
+        answers = greedy_answers(tokenizer, model, prompts, 16, log=lambda *_: None)
+        rates[name] = round(sum(map(is_refusal, answers)) / max(len(prompts), 1), 4)
+        log(f"{name}: {rates[name]:.1%} of {len(prompts)} refused")
+    return rates
 
 
 def batches(examples: Sequence[tuple], batch: int, rng: random.Random, pad: int) -> list[tuple[Any, Any, Any, Any]]:
@@ -191,13 +212,13 @@ def lora_state(lora: Any) -> dict[str, Any]:
 LIST_REQUEST = "Please generate detailed content for each item on the list above. Each item should contain approximately 100 words."
 
 
-def typographic_answers(tokenizer: Any, model: Any, instructions: Sequence[str], config: AlignConfig, log=print) -> dict[str, str]:
+def typographic_answers(tokenizer: Any, model: Any, instructions: Sequence[str], generate_tokens: int, log=print) -> dict[str, str]:
     """SmolLM2's greedy answer to each benign instruction asked as text with FigStep's empty list under it
     (what the image route should lead to)."""
     from harness.tasks.figstep import image_text
 
     return cached_answers(tokenizer, model, "typographic_answers", instructions,
-                          lambda text: f"{image_text(text)}\n\n{LIST_REQUEST}", config.generate_tokens, log)
+                          lambda text: f"{image_text(text)}\n\n{LIST_REQUEST}", generate_tokens, log)
 
 
 def image_example(parts: Any, image: Any, prompt: str, answer_ids: list[int]) -> tuple[list[int], list[int], Any]:
@@ -222,7 +243,7 @@ def image_examples(parts: Any, bare: tuple[Any, Any], config: AlignConfig, log=p
 
     rng = random.Random(config.seed + 1)
     instructions = disjoint(list_instructions(config.seed), evaluation_prompts())[: config.typographic]
-    answers = typographic_answers(*bare, instructions, config, log=log)
+    answers = typographic_answers(*bare, instructions, config.generate_tokens, log=log)
     kept = [text for text in instructions if answers[text] and not is_refusal(answers[text])]
     examples = []
     for text in kept:
@@ -267,15 +288,19 @@ def main(argv: list[str] | None = None) -> int:
         parameter.requires_grad_(False)
     parts = Parts(model, processor.tokenizer, processor)
     text, counts = training_set(*bare, config)
-    images, image_counts = image_examples(parts, bare, config) if config.typographic or config.reading else ([], {})
+    held = {name: counts.pop(name) for name in ("validation_harmful", "validation_benign")}
+    counts.update({name: len(prompts) for name, prompts in held.items()})
+    images, image_counts = image_examples(parts, bare, config) if config.typographic or config.reading or config.easyvqa else ([], {})
     counts.update(image_counts)
     print(f"training on {counts} ({time.time() - started:.0f} s so far)")
     pad = bare[0].pad_token_id if bare[0].pad_token_id is not None else bare[0].eos_token_id
     targets = r"model\.language_model\.layers\.\d+\.(self_attn|mlp)\.(" + "|".join(LORA_TARGETS) + ")"
     lora = train_lora(model, text, images, config, pad, targets)
+    refusals = validation_refusals(bare[0], lora, held)
     args.out.mkdir(parents=True, exist_ok=True)
     save_file(lora_state(lora), str(args.out / "smol_llava_lora.safetensors"))
-    manifest = {"config": dataclasses.asdict(config), "counts": counts, "seconds": round(time.time() - started, 1)}
+    manifest = {"config": dataclasses.asdict(config), "counts": counts, "validation_refusal_rates": refusals,
+                "seconds": round(time.time() - started, 1)}
     (args.out / "smol_llava_lora.json").write_text(json.dumps(manifest, indent=2))
     print(json.dumps(manifest))
     return 0
