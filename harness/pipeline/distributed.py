@@ -29,6 +29,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence, TypeVar
 
+from harness.models.spec import SHARD_DEVICE
+
 log = logging.getLogger("harness.pipeline.distributed")
 
 T = TypeVar("T")
@@ -96,7 +98,7 @@ class Distributed:
         "shard" a group of GPUs per rank, harness.models.hf.shard_gpus)."""
         if launched_world_size() <= 1:
             return None
-        if device not in ("cpu", "cuda", "shard"):
+        if device not in ("cpu", "cuda", SHARD_DEVICE):
             raise DistributedError(
                 f"--device {device!r} with {launched_world_size()} processes: use cpu, cuda, shard or auto "
                 "(each rank takes the GPU of its LOCAL_RANK, or with shard its share of the node's GPUs)")
@@ -105,7 +107,7 @@ class Distributed:
         from accelerate import PartialState
 
         timeout = dt.timedelta(seconds=timeout_s)
-        on_cpu = device == "cpu" or (device == "shard" and not torch.cuda.is_available())
+        on_cpu = device == "cpu" or (device == SHARD_DEVICE and not torch.cuda.is_available())
         state = PartialState(cpu=on_cpu, timeout=timeout)
         if state.num_processes != launched_world_size():
             raise DistributedError(f"the launcher started {launched_world_size()} processes, but accelerate "
