@@ -117,16 +117,25 @@ class VLMAdapter:
         llava_v1 line, see harness.models.catalog); None for most models."""
         return self.spec.options.get("default_system")
 
-    def prompt_text(self, request: Request) -> str:
-        """The request rendered with the model's chat template, generation prompt included."""
+    def chat_messages(self, request: Request, *, image_after_text: bool = False,
+                      assistant: str | None = None) -> list[dict[str, Any]]:
+        """The request as chat-template messages: the system prompt (the request's, else the model's
+        default), the user turn (image before the text unless ``image_after_text``) and, given
+        ``assistant``, a finished assistant turn."""
         messages: list[dict[str, Any]] = []
         system = request.system or self.default_system
         if system:
             messages.append({"role": "system", "content": [{"type": "text", "text": system}]})
-        content: list[dict[str, Any]] = [{"type": "image"}] if request.image else []
-        content.append({"type": "text", "text": request.prompt})
-        messages.append({"role": "user", "content": content})
-        return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        text = [{"type": "text", "text": request.prompt}]
+        image = [{"type": "image"}] if request.image else []
+        messages.append({"role": "user", "content": text + image if image_after_text else image + text})
+        if assistant is not None:
+            messages.append({"role": "assistant", "content": [{"type": "text", "text": assistant}]})
+        return messages
+
+    def prompt_text(self, request: Request) -> str:
+        """The request rendered with the model's chat template, generation prompt included."""
+        return self.processor.apply_chat_template(self.chat_messages(request), add_generation_prompt=True, tokenize=False)
 
     def encode(self, requests: list[Request]) -> dict[str, torch.Tensor]:
         """The model inputs ``generate`` uses for these requests, on the model's device and dtype."""

@@ -178,15 +178,7 @@ def render_messages(adapter: "VLMAdapter", request: "Request", *, add_generation
                     image_after_text: bool = False, assistant: str | None = None) -> str:
     """The chat template applied to a request, with choices the adapter's ``prompt_text`` does not offer:
     no generation prompt, the image placed after the text, or a finished assistant turn."""
-    messages: list[dict[str, Any]] = []
-    system = request.system or adapter.default_system
-    if system:
-        messages.append({"role": "system", "content": [{"type": "text", "text": system}]})
-    text = [{"type": "text", "text": request.prompt}]
-    image = [{"type": "image"}] if request.image else []
-    messages.append({"role": "user", "content": text + image if image_after_text else image + text})
-    if assistant is not None:
-        messages.append({"role": "assistant", "content": [{"type": "text", "text": assistant}]})
+    messages = adapter.chat_messages(request, image_after_text=image_after_text, assistant=assistant)
     return adapter.processor.apply_chat_template(messages, add_generation_prompt=add_generation_prompt, tokenize=False)
 
 
