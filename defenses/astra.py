@@ -145,11 +145,12 @@ class Astra(CalibratedDefense):
             answer_states = states[prompt_length:] if states.shape[0] > prompt_length else states[-1:]
             per_prompt.append(answer_states.mean(dim=0))
         reference = torch.stack(per_prompt).mean(dim=0)
+        alpha, alpha_source = alpha_for(adapter)
         fit = {
             "layer": layer,
             "hook": f"output of decoder block {layer - 1} (hidden_states[{layer}]), last position, every step",
-            "alpha": alpha_for(adapter)[0],
-            "alpha_source": alpha_for(adapter)[1],
+            "alpha": alpha,
+            "alpha_source": alpha_source,
             "vector_source": f"text substitute: mean h_L(harmful + {COMPLY_PREFILL!r}) - h_L(harmful + "
                              f"{REFUSE_PREFILL!r}) at the last token (the paper's PGD image attribution is not "
                              "reproducible offline)",

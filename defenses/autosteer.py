@@ -334,10 +334,10 @@ class AutoSteer(CalibratedDefense):
             y = torch.cat([torch.zeros(len(index), dtype=torch.long), torch.ones(len(index), dtype=torch.long)])
             return x, y
 
-        prober, prober_fit = train_prober(*features(train_index))
+        train_x, train_y = features(train_index)
         val_x, val_y = features(val_index)
-        prober_fit.update(train_accuracy=accuracy(prober, *features(train_index)),
-                          val_accuracy=accuracy(prober, val_x, val_y))
+        prober, prober_fit = train_prober(train_x, train_y)
+        prober_fit.update(train_accuracy=accuracy(prober, train_x, train_y), val_accuracy=accuracy(prober, val_x, val_y))
 
         # Refusal head on the training harmful prompts.
         states, targets = cls.refusal_targets(adapter, [data.harmful[i] for i in train_index], assistant_marker,
