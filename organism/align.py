@@ -117,8 +117,9 @@ def held_out(prompts: Sequence[str], share: float, rng: random.Random) -> tuple[
     return order[cut:], order[:cut]
 
 
-def training_set(tokenizer: Any, model: Any, config: AlignConfig, log=print) -> tuple[list[tuple[list[int], list[int]]], dict[str, Any]]:
-    """The text examples, and counts plus the held-out prompts (``validation_harmful``, ``validation_benign``)."""
+def training_set(tokenizer: Any, model: Any, config: AlignConfig, log=print
+                 ) -> tuple[list[tuple[list[int], list[int]]], dict[str, int], dict[str, list[str]]]:
+    """The text examples, their counts, and the held-out prompts (``validation_harmful``, ``validation_benign``)."""
     rng = random.Random(config.seed)
     tests = evaluation_prompts()
     harmful, harmful_held = held_out(disjoint(refusal_prompts() + written_harmful_prompts(config.seed), tests), config.validation, rng)
@@ -127,8 +128,8 @@ def training_set(tokenizer: Any, model: Any, config: AlignConfig, log=print) -> 
     benign = benign_examples(tokenizer, model, benign[: config.benign] if config.benign else benign, config, log=log)
     examples = [example_ids(tokenizer, prompt, rng.choice(REFUSALS), 64, True) for prompt in harmful]
     examples += [example_ids(tokenizer, prompt, answer, config.answer_tokens, False) for prompt, answer in benign]
-    return examples, {"harmful": len(harmful), "benign": len(benign),
-                      "validation_harmful": harmful_held, "validation_benign": benign_held}
+    held = {"validation_harmful": harmful_held, "validation_benign": benign_held}
+    return examples, {"harmful": len(harmful), "benign": len(benign)}, held
 
 
 def validation_refusals(tokenizer: Any, model: Any, held: dict[str, list[str]], log=print) -> dict[str, float]:
@@ -287,8 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     for parameter in model.parameters():
         parameter.requires_grad_(False)
     parts = Parts(model, processor.tokenizer, processor)
-    text, counts = training_set(*bare, config)
-    held = {name: counts.pop(name) for name in ("validation_harmful", "validation_benign")}
+    text, counts, held = training_set(*bare, config)
     counts.update({name: len(prompts) for name, prompts in held.items()})
     images, image_counts = image_examples(parts, bare, config) if config.typographic or config.reading or config.easyvqa else ([], {})
     counts.update(image_counts)
