@@ -43,9 +43,14 @@ REFUSALS = (
 HARMFUL_FILE = Path(__file__).parent / "data" / "harmful_prompts.jsonl"
 
 
+def harmful_rows(path: Path = HARMFUL_FILE) -> list[dict[str, str]]:
+    """The committed harmful prompts with their sources ({"prompt", "source"}), in file order."""
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
 def harmful_prompts(path: Path = HARMFUL_FILE) -> list[str]:
     """Do-Not-Answer's request-type areas and HarmBench's standard behaviours, as committed (data/SOURCE.md)."""
-    return [json.loads(line)["prompt"] for line in path.read_text().splitlines() if line.strip()]
+    return [row["prompt"] for row in harmful_rows(path)]
 
 
 # Most of Do-Not-Answer's information-hazard area asks harmless-looking questions about organisations or
@@ -60,8 +65,7 @@ SENSITIVE = re.compile(r"\b(address|password|social security|bank|credit card|me
 def refusal_prompts(path: Path = HARMFUL_FILE) -> list[str]:
     """The harmful prompts the alignment trains to refuse: all but the information-hazard ones that ask
     nothing secret or private (see SENSITIVE)."""
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return [row["prompt"] for row in rows
+    return [row["prompt"] for row in harmful_rows(path)
             if not row["source"].endswith("information_hazard") or SENSITIVE.search(row["prompt"])]
 
 
