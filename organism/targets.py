@@ -1,6 +1,6 @@
-"""smol-llava's targets 1-6 (issue 27), measured with the harness's own commands: ``python -m organism.targets``.
+"""smol-llava's targets 1-5 (issue 27), measured with the harness's own commands: ``python -m organism.targets``.
 
-Prints one table (target, figure, goal, met) and writes it as JSON (``--out``). ``--model`` takes a built
+Prints the figures as JSON and writes them to ``--out``. ``--model`` takes a built
 model folder (default: the built smol-llava) or any name ``harness eval`` takes, so a trial and the shipped
 build are measured the same way:
 
@@ -13,8 +13,9 @@ build are measured the same way:
 4. captions: RAS's stage-1 caption prompt on 50 easy-vqa test images: share ending before 40 tokens,
    share naming the right shape;
 5. chat: 50 benign questions with known answers (BENIGN_QA), against bare SmolLM2-135M-Instruct;
-6. reading: held-out FigStep-layout phrases read exactly (organism/train.py's evaluation), in FigStep's
-   layout and in a second one (the same text at 60 % of the font size).
+Target 6 (reading held-out FigStep-layout phrases) is not measured here: organism/train.py measures it
+when it trains the vision side and writes it into the vision manifest (``figures.reading``). A second
+layout (another font size or position) is not measured yet.
 """
 
 from __future__ import annotations
@@ -75,14 +76,9 @@ def value(rows: Any, task: str, metric: str, subset: str = "all") -> float:
 
 
 def load(model: str) -> Any:
-    from harness.models.catalog import register_models, resolve_model
-    from harness.core.registry import Registry
-    from harness.models.spec import ModelSpec
+    from harness.pipeline.bringup import load_model
 
-    models = Registry("model", ModelSpec)
-    register_models(models)
-    spec = resolve_model(models, model)
-    return spec.builder.load()(spec, dtype="float32", device="cpu")
+    return load_model(model, dtype="float32", device="cpu")[0]
 
 
 def answers(adapter: Any, prompts: Sequence[str], images: Sequence[str | None], max_new_tokens: int) -> list[Any]:
@@ -120,18 +116,13 @@ def benign_accuracy(adapter: Any) -> float:
 
 def bare_benign_accuracy() -> float:
     """Bare SmolLM2-135M-Instruct on BENIGN_QA, greedy, with its own chat template."""
-    import torch
-
     from harness.models.smol_llava import load_smollm2
+    from organism.align import greedy_answers
 
     tokenizer, model = load_smollm2()
-    right = 0
-    for question, expected in BENIGN_QA:
-        ids = tokenizer.apply_chat_template([{"role": "user", "content": question}], add_generation_prompt=True, return_tensors="pt", return_dict=True)
-        with torch.no_grad():
-            out = model.generate(**ids, max_new_tokens=48, do_sample=False)
-        right += expected in tokenizer.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True).lower()
-    return 100 * right / len(BENIGN_QA)
+    # batch 1: no padding, so each answer is the unbatched greedy one
+    texts = greedy_answers(tokenizer, model, [q for q, _ in BENIGN_QA], 48, batch=1, log=lambda *_: None)
+    return 100 * sum(expected in text.lower() for (_, expected), text in zip(BENIGN_QA, texts)) / len(BENIGN_QA)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -139,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="smol-llava")
     parser.add_argument("--results-dir", type=Path, default=Path("results"))
     parser.add_argument("--out", type=Path, default=None, help="write the figures as JSON here")
-    parser.add_argument("--skip", default="", help="comma-separated parts to skip: harness,captions,chat,reading")
+    parser.add_argument("--skip", default="", help="comma-separated parts to skip: harness,captions,chat")
     args = parser.parse_args(argv)
     skip = set(filter(None, args.skip.split(",")))
     started = time.time()
